@@ -1,0 +1,126 @@
+"""The platform's side of the line: create topics and buckets, upload photos, publish one
+event per image, and collect the result events. Used by `studioline submit`, the demo and
+the tests."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from studioline.shared.config import SERVICES
+from studioline.shared.events import new_job
+from studioline.shared.storage import Storage
+from studioline.v1 import job_pb2
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+def all_topics(settings) -> list[str]:
+    k = settings.kafka
+    return [k.topic("ingest"), k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in SERVICES]
+
+
+def create_topics(settings, names: Iterable[str] | None = None) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), client_id="studioline-admin")
+    try:
+        for name in names or all_topics(settings):
+            try:
+                admin.create_topics([NewTopic(name, settings.kafka.partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def init_infrastructure(settings) -> None:
+    """Topics and buckets the line needs (Helm hooks do the same in a cluster)."""
+    create_topics(settings)
+    s3 = settings.s3
+    Storage(s3).ensure_buckets(s3.incoming_bucket, s3.artifacts_bucket, s3.models_bucket)
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+class Submitter:
+    def __init__(self, settings):
+        self.settings = settings
+        self.storage = Storage(settings.s3)
+        self.producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), acks="all")
+
+    def upload(self, path: Path, key: str | None = None) -> tuple[str, str]:
+        bucket = self.settings.s3.incoming_bucket
+        key = key or path.name
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self.storage.put(bucket, key, path.read_bytes(), content_type)
+        return bucket, key
+
+    def publish(self, bucket: str, key: str, recipe: job_pb2.Recipe | None = None, job_id: str = "",
+                attributes: dict[str, str] | None = None) -> job_pb2.JobEvent:
+        job = new_job(bucket, key, tenant=self.settings.tenant, job_id=job_id or str(uuid.uuid4()),
+                      recipe=recipe, attributes=attributes)
+        self.producer.send(self.settings.kafka.topic("ingest"), key=job.job_id.encode(), value=job.SerializeToString())
+        return job
+
+    def publish_raw(self, value: bytes, key: bytes | None = None) -> None:
+        self.producer.send(self.settings.kafka.topic("ingest"), key=key, value=value)
+
+    def flush(self) -> None:
+        self.producer.flush()
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+def collect_results(settings, job_ids: set[str], timeout_s: float, on_result=None, group: str | None = None
+                    ) -> tuple[dict[str, job_pb2.JobEvent], dict[str, job_pb2.DeadLetter], list]:
+    """Reads the done and dead-letter topics until every job id has an outcome or the time is up.
+    Returns (done by job id, dead letters by job id, every message seen, duplicates included)."""
+    k = settings.kafka
+    consumer = KafkaConsumer(
+        k.topic("done"), k.topic("dlq"),
+        bootstrap_servers=k.bootstrap_servers.split(","),
+        group_id=group or f"{k.group_prefix}collector-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+    )
+    done: dict[str, job_pb2.JobEvent] = {}
+    dead: dict[str, job_pb2.DeadLetter] = {}
+    seen: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not job_ids <= (done.keys() | dead.keys()):
+            for record in _records(consumer):
+                if record.topic == k.topic("done"):
+                    job = job_pb2.JobEvent.FromString(record.value)
+                    seen.append(job)
+                    if job.job_id in job_ids and job.job_id not in done:
+                        done[job.job_id] = job
+                        if on_result:
+                            on_result(job)
+                else:
+                    letter = job_pb2.DeadLetter.FromString(record.value)
+                    seen.append(letter)
+                    if letter.job.job_id in job_ids and letter.job.job_id not in dead:
+                        dead[letter.job.job_id] = letter
+                        if on_result:
+                            on_result(letter)
+    finally:
+        consumer.close(autocommit=False)
+    return done, dead, seen
+
+
+def _records(consumer) -> Iterator:
+    for records in consumer.poll(timeout_ms=500).values():
+        yield from records

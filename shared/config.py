@@ -1,0 +1,152 @@
+"""One typed configuration, validated at start-up: defaults < YAML file < environment.
+
+Environment variables use the prefix STUDIOLINE_ and `__` between levels, e.g.
+STUDIOLINE_KAFKA__BOOTSTRAP_SERVERS=localhost:9092 or STUDIOLINE_LIMITS__MAX_PIXELS=20000000.
+STUDIOLINE_CONFIG names a YAML file with the same structure.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from studioline.shared.errors import ConfigError
+
+SERVICES = ("classifier", "segmenter", "matting", "inpainter", "cropper", "catalog-generator")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "localhost:9092"
+    topic_prefix: str = "studioline."
+    group_prefix: str = "studioline-"
+    partitions: int = Field(3, ge=1)
+    # Records handed to a step at once; a step may process them as one batch.
+    max_batch: int = Field(8, ge=1, le=1024)
+    poll_timeout_ms: int = Field(500, ge=10)
+    # Bounds the time between polls: a batch must finish within it or the member is evicted.
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    request_timeout_ms: int = Field(30_000, ge=1000)
+
+    def topic(self, name: str) -> str:
+        """Full topic name for "ingest", "done", "dlq" or "step.<service>"."""
+        return f"{self.topic_prefix}{name}"
+
+    def step_topic(self, service: str) -> str:
+        return self.topic(f"step.{service}")
+
+
+class S3Settings(BaseModel):
+    endpoint: str = "localhost:9000"
+    access_key: str = "minioadmin"
+    secret_key: str = "minioadmin"
+    secure: bool = False
+    region: str = "us-east-1"
+    incoming_bucket: str = "incoming"
+    artifacts_bucket: str = "artifacts"
+    models_bucket: str = "models"
+
+
+class LimitSettings(BaseModel):
+    """Checked before an image is decoded (imgproxy's defaults where it has one)."""
+
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(50_000_000, ge=1)
+    max_side: int = Field(16_384, ge=16)
+    # gRPC requests may carry image bytes inline up to this size; larger ones pass a MinIO reference.
+    inline_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class RetrySettings(BaseModel):
+    max_attempts: int = Field(4, ge=1)
+    backoff_initial_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(10.0, ge=0)
+
+
+class RoutingSettings(BaseModel):
+    table: Path = PROJECT_ROOT / "shared" / "routing.yaml"
+    confidence_threshold: float = Field(0.55, ge=0, le=1)
+    fallback_chain: str = "fallback"
+
+
+class ServiceSettings(BaseModel):
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(9100, ge=0, le=65535)
+    # Set to false to serve only gRPC (no Kafka consumer), e.g. for an interactive-only replica.
+    kafka: bool = True
+    grpc: bool = True
+    grpc_workers: int = Field(4, ge=1)
+    shutdown_grace_s: float = Field(20.0, ge=0)
+
+
+class ModelSettings(BaseModel):
+    dir: Path = PROJECT_ROOT / ".models"
+    # onnxruntime threads per session; 0 lets onnxruntime decide.
+    intra_op_threads: int = Field(2, ge=0)
+    # "auto" uses CUDA when onnxruntime sees it, else the CPU.
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda")
+        return v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDIOLINE_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    limits: LimitSettings = LimitSettings()
+    retry: RetrySettings = RetrySettings()
+    routing: RoutingSettings = RoutingSettings()
+    service: ServiceSettings = ServiceSettings()
+    models: ModelSettings = ModelSettings()
+    tenant: str = "default"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls), file_secret_settings)
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by STUDIOLINE_CONFIG, if any."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("STUDIOLINE_CONFIG")
+        if not path:
+            return {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"STUDIOLINE_CONFIG={path}: {exc.strerror}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"STUDIOLINE_CONFIG={path}: expected a mapping at the top level")
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ConfigError:
+        raise
+    except Exception as exc:  # pydantic's ValidationError lists every bad field
+        raise ConfigError(f"invalid configuration:\n{exc}") from exc

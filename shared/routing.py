@@ -1,0 +1,133 @@
+"""The router: turns an image type (or a named chain) and a recipe into a routing slip.
+
+The table is data (shared/routing.yaml, or the file settings.routing.table names) and is
+validated against the steps' own parameter models when it is loaded, so a typo in a step or
+parameter name stops the service at start-up instead of failing images later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Struct
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from studioline.shared.errors import ConfigError, InvalidEvent, InvalidParams
+from studioline.shared.step import WORKING_IMAGE_KIND, STEP_CLASSES, step_class
+from studioline.v1 import job_pb2
+
+
+class _PlannedStepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _TableSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    types: dict[str, str]
+    chains: dict[str, list[_PlannedStepSpec]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    chain: str
+    needs_review: bool
+
+
+class Router:
+    def __init__(self, table: _TableSpec, confidence_threshold: float, fallback_chain: str):
+        self.table = table
+        self.confidence_threshold = confidence_threshold
+        self.fallback_chain = fallback_chain
+        self._validate()
+
+    @classmethod
+    def from_settings(cls, settings) -> "Router":
+        return cls.from_file(
+            settings.routing.table, settings.routing.confidence_threshold, settings.routing.fallback_chain
+        )
+
+    @classmethod
+    def from_file(cls, path: Path, confidence_threshold: float, fallback_chain: str) -> "Router":
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"routing table {path}: {exc.strerror}") from exc
+        try:
+            table = _TableSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"routing table {path} is malformed:\n{exc}") from exc
+        try:
+            return cls(table, confidence_threshold, fallback_chain)
+        except ConfigError as exc:
+            raise ConfigError(f"routing table {path}: {exc}") from exc
+
+    def _validate(self) -> None:
+        chains = self.table.chains
+        for image_type, chain in self.table.types.items():
+            if chain not in chains:
+                raise ConfigError(f"type {image_type!r} maps to unknown chain {chain!r}")
+        if self.fallback_chain not in chains:
+            raise ConfigError(f"fallback chain {self.fallback_chain!r} is not defined")
+        for name, steps in chains.items():
+            for i, planned in enumerate(steps):
+                if planned.step not in STEP_CLASSES or planned.step == "classifier":
+                    raise ConfigError(
+                        f"chain {name!r} step {i + 1}: unknown step {planned.step!r}; "
+                        f"steps are {', '.join(s for s in STEP_CLASSES if s != 'classifier')}"
+                    )
+                try:
+                    step_class(planned.step).parse_params(planned.params)
+                except InvalidParams as exc:
+                    raise ConfigError(f"chain {name!r} step {i + 1}: {exc}") from exc
+
+    @property
+    def known_outputs(self) -> set[str]:
+        return {kind for name in STEP_CLASSES for kind in step_class(name).produces}
+
+    def decide(self, image_type: str, confidence: float, requested_chain: str = "") -> Decision:
+        if requested_chain:
+            if requested_chain not in self.table.chains:
+                raise InvalidEvent(
+                    f"recipe asks for unknown chain {requested_chain!r}; chains are {', '.join(self.table.chains)}"
+                )
+            return Decision(requested_chain, needs_review=False)
+        if confidence < self.confidence_threshold or image_type not in self.table.types:
+            return Decision(self.fallback_chain, needs_review=True)
+        return Decision(self.table.types[image_type], needs_review=False)
+
+    def plan(self, chain: str, recipe: job_pb2.Recipe) -> job_pb2.RoutingSlip:
+        """The slip for `chain`, pruned to the steps the recipe's outputs need, params merged."""
+        wanted = set(recipe.outputs)
+        unknown = wanted - self.known_outputs
+        if unknown:
+            raise InvalidEvent(
+                f"recipe asks for unknown output(s) {', '.join(sorted(unknown))}; "
+                f"outputs are {', '.join(sorted(self.known_outputs))}"
+            )
+        steps = self.table.chains[chain]
+        kept: list[_PlannedStepSpec] = []
+        needed: set[str] = set()
+        for planned in reversed(steps):
+            cls = step_class(planned.step)
+            produces = set(cls.produces)
+            if not wanted or produces & wanted or produces & needed:
+                kept.append(planned)
+                # Every later step reads the cleaned image when there is one.
+                needed |= set(cls.consumes) | set(cls.optional_inputs) | {WORKING_IMAGE_KIND}
+        kept.reverse()
+        slip = job_pb2.RoutingSlip(chain=chain, position=0)
+        for planned in kept:
+            params = dict(planned.params)
+            if planned.step in recipe.step_params:
+                params.update(MessageToDict(recipe.step_params[planned.step]))
+            step_class(planned.step).parse_params(params)  # a bad recipe fails here, at ingest
+            struct = Struct()
+            struct.update(params)
+            slip.steps.add(step=planned.step, params=struct)
+        return slip

@@ -1,0 +1,131 @@
+"""Starting a service: one command, the same plumbing for every step.
+
+Order: configuration validated -> metrics and gRPC up with health NOT_SERVING -> model loaded
+and warmed -> SERVING and the Kafka loop running. SIGTERM: health NOT_SERVING, the Kafka loop
+finishes its batch and commits, gRPC drains in-flight calls, the model is closed, exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from studioline.shared.config import SERVICES, get_settings
+from studioline.shared.logs import configure_logging
+from studioline.shared.metrics import READY, start_metrics_server
+from studioline.shared.models.store import ModelStore
+from studioline.shared.routing import Router
+from studioline.shared.runtime import StepRunner
+from studioline.shared.step import step_class
+from studioline.shared.storage import Storage
+from studioline.shared.worker import KafkaWorker
+
+log = logging.getLogger(__name__)
+
+
+def servicer_module(service: str):
+    return importlib.import_module(f"studioline.services.{service.replace('-', '_')}.servicer")
+
+
+def build_grpc_server(service: str, runner: StepRunner, settings, storage, router, port: int):
+    """The gRPC server for one step, with health (NOT_SERVING until told) and reflection.
+    Returns (server, health servicer, bound port)."""
+    module = servicer_module(service)
+    args = (runner, settings, storage, router) if service == "classifier" else (runner, settings, storage)
+    limit = settings.limits.inline_max_bytes * 2 + (1 << 20)  # an image plus its mask, inline
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.service.grpc_workers),
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+    )
+    module.add_to_server(module.__dict__[_servicer_class_name(module)](*args), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", module.SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (module.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    bound = server.add_insecure_port(f"[::]:{port}")
+    return server, health_servicer, bound
+
+
+def _servicer_class_name(module) -> str:
+    return next(n for n in vars(module) if n.endswith("Servicer") and n != "StepServicerBase")
+
+
+def set_serving(health_servicer, module, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", module.SERVICE_NAME):
+        health_servicer.set(name, status)
+
+
+def serve(service: str) -> None:
+    if service not in SERVICES:
+        raise SystemExit(f"unknown service {service!r}; services are {', '.join(SERVICES)}")
+    settings = get_settings()
+    configure_logging(service, settings.log_level, settings.log_json)
+    storage = Storage(settings.s3)
+    router = Router.from_settings(settings) if service == "classifier" else None
+    store = ModelStore(settings.models.dir, storage, settings.s3.models_bucket)
+    step = step_class(service)(settings, store)
+    runner = StepRunner(step)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    start_metrics_server(settings.service.metrics_port)
+    server = health_servicer = None
+    module = servicer_module(service)
+    if settings.service.grpc:
+        server, health_servicer, port = build_grpc_server(
+            service, runner, settings, storage, router, settings.service.grpc_port
+        )
+        server.start()
+        log.info("gRPC listening, NOT_SERVING until warm", extra={"port": port})
+
+    step.load()
+    step.warmup()
+    READY.labels(service).set(1)
+    if health_servicer is not None:
+        set_serving(health_servicer, module, True)
+    log.info("ready", extra={"step": service})
+
+    worker_thread = None
+    crashed = threading.Event()
+    if settings.service.kafka:
+        worker = KafkaWorker(runner, settings, storage, router)
+        worker_thread = threading.Thread(
+            target=_run_worker, args=(worker, stop, crashed), name="kafka-worker", daemon=True
+        )
+        worker_thread.start()
+
+    stop.wait()
+    log.info("stopping: draining in-flight work")
+    READY.labels(service).set(0)
+    if health_servicer is not None:
+        set_serving(health_servicer, module, False)
+    if worker_thread is not None:
+        worker_thread.join()
+    if server is not None:
+        server.stop(settings.service.shutdown_grace_s).wait()
+    step.close()
+    log.info("stopped")
+    if crashed.is_set():
+        raise SystemExit(1)
+
+
+def _run_worker(worker: KafkaWorker, stop: threading.Event, crashed: threading.Event) -> None:
+    try:
+        worker.run(stop)
+    except Exception:
+        log.exception("Kafka loop crashed; stopping the service so it is restarted")
+        crashed.set()
+        stop.set()

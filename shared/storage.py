@@ -1,0 +1,87 @@
+"""Object storage over the minio client: the only place that talks S3."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from studioline.shared.config import S3Settings
+from studioline.shared.errors import PermanentError, TransientError
+
+# S3 error codes that will not change on a retry.
+_PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidBucketName", "InvalidObjectName"}
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, S3Error) and exc.code in _PERMANENT_S3_CODES:
+        return PermanentError(f"{what}: {exc.code} ({exc.message})", "source_missing" if exc.code == "NoSuchKey" else "storage_denied")
+    return TransientError(f"{what}: {exc}")
+
+
+class Storage:
+    def __init__(self, settings: S3Settings):
+        self.settings = settings
+        # Few retries inside the client: the worker's own backoff handles longer outages.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=60),
+            maxsize=16,
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+
+    def get(self, bucket: str, key: str) -> bytes:
+        try:
+            resp = self.client.get_object(bucket, key)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"reading s3://{bucket}/{key}") from exc
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        try:
+            self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"writing s3://{bucket}/{key}") from exc
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.stat_object(bucket, key)
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                return False
+            raise _translate(exc, f"checking s3://{bucket}/{key}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"checking s3://{bucket}/{key}") from exc
+
+    def download_file(self, bucket: str, key: str, path: Path) -> None:
+        try:
+            self.client.fget_object(bucket, key, str(path))
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"downloading s3://{bucket}/{key}") from exc
+
+    def upload_file(self, bucket: str, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        self.client.fput_object(bucket, key, str(path), content_type=content_type)
+
+    def ensure_buckets(self, *buckets: str) -> None:
+        for bucket in buckets:
+            if not self.client.bucket_exists(bucket):
+                try:
+                    self.client.make_bucket(bucket)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise

@@ -1,0 +1,309 @@
+"""The Kafka loop every service runs: consume a batch, run the step, store the outputs, pass
+the job on, and only then commit.
+
+Guarantees:
+- at-least-once: auto-commit is off; a partition's offset is committed only after every job of
+  the batch has its outputs in S3 and its next event (or dead letter) is acknowledged by the
+  broker. Output keys are deterministic, so a replay rewrites the same objects;
+- a failing image never blocks its partition: transient failures are retried with backoff up to
+  retry.max_attempts, then dead-lettered; permanent ones are dead-lettered at once, with the
+  reason, the source topic/partition/offset and the attempt count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+
+from studioline.shared.errors import PermanentError, StudiolineError, TransientError
+from studioline.shared.events import now_ts, parse_ingest, parse_job
+from studioline.shared.logs import job_context
+from studioline.shared.metrics import DEAD_LETTERS, HOP_SECONDS, IMAGES, RETRIES
+from studioline.shared.routing import Router
+from studioline.shared.runtime import (
+    StepRunner,
+    check_same_size,
+    decode_input,
+    encode_outputs,
+    fill_source_ref,
+    store_outputs,
+    struct_to_dict,
+)
+from studioline.shared.imageio import decode_image
+from studioline.shared.step import WORKING_IMAGE_KIND, StepInput
+from studioline.v1 import job_pb2
+
+log = logging.getLogger(__name__)
+WORKER_ID = f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class _Work:
+    record: object  # kafka ConsumerRecord
+    job: job_pb2.JobEvent
+    item: StepInput | None = None
+    error: Exception | None = None
+    key_basis: dict = field(default_factory=dict)
+
+
+def consumer_config(settings, group: str) -> dict:
+    k = settings.kafka
+    return dict(
+        bootstrap_servers=k.bootstrap_servers.split(","),
+        group_id=group,
+        client_id=f"studioline-{WORKER_ID}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=k.max_batch,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        request_timeout_ms=k.request_timeout_ms,
+    )
+
+
+def producer_config(settings) -> dict:
+    k = settings.kafka
+    return dict(
+        bootstrap_servers=k.bootstrap_servers.split(","),
+        client_id=f"studioline-{WORKER_ID}",
+        acks="all",
+        linger_ms=5,
+        retries=5,
+        request_timeout_ms=k.request_timeout_ms,
+    )
+
+
+class KafkaWorker:
+    def __init__(self, runner: StepRunner, settings, storage, router: Router | None = None):
+        self.runner = runner
+        self.step_cls = type(runner.step)
+        self.name = self.step_cls.name
+        self.settings = settings
+        self.storage = storage
+        self.router = router
+        k = settings.kafka
+        self.ingest_topic = k.topic("ingest")
+        self.topics = [k.step_topic(self.name)]
+        if self.name == "classifier":
+            self.topics.insert(0, self.ingest_topic)
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self.consumer = KafkaConsumer(*self.topics, **consumer_config(self.settings, self.settings.kafka.group_prefix + self.name))
+        self.producer = KafkaProducer(**producer_config(self.settings))
+        log.info("consuming", extra={"topics": self.topics})
+        try:
+            while not stop.is_set():
+                batch = self.consumer.poll(timeout_ms=self.settings.kafka.poll_timeout_ms)
+                if batch:
+                    self._process_polled(batch)
+        finally:
+            self.consumer.close(autocommit=False)
+            self.producer.flush()
+            self.producer.close()
+
+    def _process_polled(self, batch: dict) -> None:
+        records = [r for recs in batch.values() for r in recs]
+        try:
+            self.process(records)
+        except KafkaError as exc:
+            # The broker did not acknowledge what we produced: rewind, so the batch runs again.
+            log.warning("publishing failed, batch will be retried", extra={"error": str(exc)})
+            for tp, recs in batch.items():
+                self.consumer.seek(tp, recs[0].offset)
+            time.sleep(self.settings.retry.backoff_initial_s)
+            return
+        offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in batch.items()}
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # Partitions moved to another member during the batch: it replays them (idempotently).
+            log.warning("commit failed after a rebalance", extra={"error": str(exc)})
+
+    def process(self, records: list) -> None:
+        """Handles one batch of records; returns when every outcome is acknowledged."""
+        futures = []
+        pending: list[_Work] = []
+        for record in records:
+            try:
+                if record.topic == self.ingest_topic:
+                    jobs = parse_ingest(record.value, self.settings.tenant)
+                else:
+                    jobs = [parse_job(record.value)]
+            except PermanentError as exc:
+                futures.append(self._dead_letter(record, None, exc, attempt=1))
+                continue
+            pending.extend(_Work(record, job) for job in jobs)
+
+        retry = self.settings.retry
+        attempt = 1
+        while pending:
+            for work in pending:
+                work.job.attempt = attempt
+            failed = self._attempt(pending, futures)
+            if not failed:
+                break
+            if attempt >= retry.max_attempts:
+                for work in failed:
+                    exc = TransientError(f"gave up after {attempt} attempts: {work.error}", "retries_exhausted")
+                    futures.append(self._dead_letter(work.record, work.job, exc, attempt))
+                break
+            RETRIES.labels(self.name).inc(len(failed))
+            delay = min(retry.backoff_initial_s * 2 ** (attempt - 1), retry.backoff_max_s)
+            log.warning("retrying after transient failures", extra={"count": len(failed), "delay_s": delay})
+            time.sleep(delay)
+            attempt += 1
+            pending = failed
+        for future in futures:
+            future.get(timeout=self.settings.kafka.request_timeout_ms / 1000)
+
+    def _attempt(self, pending: list[_Work], futures: list) -> list[_Work]:
+        """One try at each job; returns the ones that failed transiently."""
+        failed: list[_Work] = []
+        ready: list[_Work] = []
+        for work in pending:
+            with job_context(work.job.job_id):
+                try:
+                    self._prepare(work)
+                    ready.append(work)
+                except PermanentError as exc:
+                    futures.append(self._dead_letter(work.record, work.job, exc, work.job.attempt))
+                except Exception as exc:  # storage outage, timeouts: worth another try
+                    work.error = exc
+                    failed.append(work)
+        if not ready:
+            return failed
+        results, per_item_s = self.runner.run([w.item for w in ready], source="kafka")
+        for work, result in zip(ready, results):
+            with job_context(work.job.job_id):
+                try:
+                    if isinstance(result, Exception):
+                        raise result
+                    futures.append(self._forward(work, result, per_item_s))
+                    IMAGES.labels(self.name, "kafka", "ok").inc()
+                except (TransientError, MemoryError, OSError) as exc:
+                    work.error = exc
+                    failed.append(work)
+                except StudiolineError as exc:
+                    futures.append(self._dead_letter(work.record, work.job, exc, work.job.attempt))
+                except Exception as exc:  # the step's own code failed: deterministic for this input
+                    wrapped = PermanentError(f"{self.name} failed: {type(exc).__name__}: {exc}", "step_failed")
+                    log.exception("step failed", extra={"step": self.name})
+                    futures.append(self._dead_letter(work.record, work.job, wrapped, work.job.attempt))
+        return failed
+
+    # ---- one job --------------------------------------------------------------------------
+
+    def _prepare(self, work: _Work) -> None:
+        job = work.job
+        limits = self.settings.limits
+        if self.name == "classifier":
+            raw_params = struct_to_dict(job.recipe.step_params["classifier"]) if "classifier" in job.recipe.step_params else {}
+        else:
+            if job.slip.position >= len(job.slip.steps) or job.slip.steps[job.slip.position].step != self.name:
+                raise PermanentError(
+                    f"routing slip does not point at {self.name} (position {job.slip.position} of "
+                    f"{[s.step for s in job.slip.steps]})",
+                    "misrouted",
+                )
+            raw_params = struct_to_dict(job.slip.steps[job.slip.position].params)
+        params = self.step_cls.parse_params(raw_params)
+
+        working = _latest(job, WORKING_IMAGE_KIND)
+        if working is None:
+            decoded = decode_image(self.storage.get(job.source.bucket, job.source.key), limits)
+            fill_source_ref(job.source, decoded)
+            image, image_sha = decoded.pixels, job.source.sha256
+        else:
+            image = decode_input(WORKING_IMAGE_KIND, self.storage.get(working.ref.bucket, working.ref.key), limits)
+            image_sha = working.ref.sha256
+        inputs = {}
+        input_shas = [image_sha]
+        for kind in self.step_cls.consumes + self.step_cls.optional_inputs:
+            art = _latest(job, kind)
+            if art is not None:
+                inputs[kind] = decode_input(kind, self.storage.get(art.ref.bucket, art.ref.key), limits)
+                input_shas.append(art.ref.sha256)
+        self.step_cls.check_inputs(inputs)
+        check_same_size(image, inputs)
+        work.key_basis = {"params": params.model_dump(mode="json"), "inputs": input_shas}
+        work.item = StepInput(image=image, params=params, inputs=inputs, job_id=job.job_id)
+        HOP_SECONDS.labels(self.name).observe(max(0.0, time.time() - job.updated_at.ToNanoseconds() / 1e9))
+
+    def _forward(self, work: _Work, output, per_item_s: float):
+        job = work.job
+        now = now_ts()
+        queue_ms = max(0.0, (now.ToNanoseconds() - job.updated_at.ToNanoseconds()) / 1e6 - per_item_s * 1000)
+        artifacts = store_outputs(
+            self.storage,
+            self.settings.s3.artifacts_bucket,
+            job.tenant,
+            job.source.sha256,
+            self.name,
+            work.key_basis,
+            encode_outputs(output),
+        )
+        job.artifacts.extend(artifacts)
+        job.timings.add(step=self.name, ms=per_item_s * 1000, queue_ms=queue_ms, worker=WORKER_ID)
+        if self.name == "classifier":
+            self._route(job, output.info)
+        else:
+            job.slip.position += 1
+        job.attempt = 0
+        job.updated_at.CopyFrom(now_ts())
+        if job.slip.position < len(job.slip.steps):
+            topic = self.settings.kafka.step_topic(job.slip.steps[job.slip.position].step)
+        else:
+            topic = self.settings.kafka.topic("done")
+        log.info("step done", extra={"step": self.name, "next": topic, "ms": round(per_item_s * 1000, 1)})
+        return self.producer.send(topic, key=job.job_id.encode(), value=job.SerializeToString())
+
+    def _route(self, job: job_pb2.JobEvent, info: dict) -> None:
+        c = job.classification
+        c.image_type = info["image_type"]
+        c.confidence = float(info["confidence"])
+        c.scores.clear()
+        c.scores.update({k: float(v) for k, v in info.get("scores", {}).items()})
+        decision = self.router.decide(c.image_type, c.confidence, job.recipe.chain)
+        c.needs_review = decision.needs_review
+        job.slip.CopyFrom(self.router.plan(decision.chain, job.recipe))
+
+    def _dead_letter(self, record, job: job_pb2.JobEvent | None, exc: Exception, attempt: int):
+        code = getattr(exc, "code", "error")
+        letter = job_pb2.DeadLetter(
+            reason=str(exc),
+            error_code=code,
+            step=self.name,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            attempt=attempt,
+        )
+        if job is not None:
+            letter.job.CopyFrom(job)
+        else:
+            letter.raw = record.value or b""
+        letter.failed_at.CopyFrom(now_ts())
+        DEAD_LETTERS.labels(self.name, code).inc()
+        IMAGES.labels(self.name, "kafka", "dead_letter").inc()
+        log.warning("dead-lettered", extra={"step": self.name, "code": code, "reason": str(exc)})
+        key = job.job_id.encode() if job is not None else record.key
+        return self.producer.send(self.settings.kafka.topic("dlq"), key=key, value=letter.SerializeToString())
+
+
+def _latest(job: job_pb2.JobEvent, kind: str) -> job_pb2.Artifact | None:
+    for art in reversed(job.artifacts):
+        if art.kind == kind:
+            return art
+    return None
