@@ -11,14 +11,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient
+from kafka.errors import for_code
 
 from studioline.shared.config import SERVICES
 from studioline.shared.events import new_job
 from studioline.shared.storage import Storage
 from studioline.v1 import job_pb2
 
+_TOPIC_ALREADY_EXISTS = 36
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
 
@@ -27,16 +28,29 @@ def all_topics(settings) -> list[str]:
     return [k.topic("ingest"), k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in SERVICES]
 
 
-def create_topics(settings, names: Iterable[str] | None = None) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), client_id="studioline-admin")
+def create_kafka_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> None:
+    """Create topics with `partitions` partitions; topics that already exist are left as they are."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="studioline-admin")
     try:
-        for name in names or all_topics(settings):
-            try:
-                admin.create_topics([NewTopic(name, settings.kafka.partitions, 1)])
-            except TopicAlreadyExistsError:
-                pass
+        result = admin.create_topics(
+            {n: {"num_partitions": partitions, "replication_factor": 1} for n in names},
+            raise_errors=False,
+        )
+        for topic in result["topics"]:
+            code = topic["error_code"]
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise for_code(code)(f"creating topic {topic['name']}: {topic.get('error_message')}")
+        admin.wait_for_topics(names)
     finally:
         admin.close()
+
+
+def create_topics(settings, names: Iterable[str] | None = None) -> None:
+    """The line's topics (or `names`) with the configured partition count."""
+    create_kafka_topics(settings.kafka.bootstrap_servers, names or all_topics(settings), settings.kafka.partitions)
 
 
 def init_infrastructure(settings) -> None:
@@ -80,15 +94,16 @@ class Submitter:
         self.producer.close()
 
 
-def collect_results(settings, job_ids: set[str], timeout_s: float, on_result=None, group: str | None = None
+def collect_results(settings, job_ids: set[str], timeout_s: float, on_result=None, stop_after: int | None = None
                     ) -> tuple[dict[str, job_pb2.JobEvent], dict[str, job_pb2.DeadLetter], list]:
-    """Reads the done and dead-letter topics until every job id has an outcome or the time is up.
-    Returns (done by job id, dead letters by job id, every message seen, duplicates included)."""
+    """Reads the done and dead-letter topics from the start until every job id has an outcome
+    (or `stop_after` of them have), or the time is up. Returns (done by job id, dead letters by
+    job id, every message seen, duplicates included)."""
     k = settings.kafka
     consumer = KafkaConsumer(
         k.topic("done"), k.topic("dlq"),
         bootstrap_servers=k.bootstrap_servers.split(","),
-        group_id=group or f"{k.group_prefix}collector-{uuid.uuid4().hex[:8]}",
+        group_id=f"{k.group_prefix}collector-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_interval_ms=k.max_poll_interval_ms,
@@ -99,8 +114,9 @@ def collect_results(settings, job_ids: set[str], timeout_s: float, on_result=Non
     dead: dict[str, job_pb2.DeadLetter] = {}
     seen: list = []
     deadline = time.monotonic() + timeout_s
+    wanted = len(job_ids) if stop_after is None else stop_after
     try:
-        while time.monotonic() < deadline and not job_ids <= (done.keys() | dead.keys()):
+        while time.monotonic() < deadline and len(job_ids & (done.keys() | dead.keys())) < wanted:
             for record in _records(consumer):
                 if record.topic == k.topic("done"):
                     job = job_pb2.JobEvent.FromString(record.value)

@@ -1,0 +1,153 @@
+"""The Kafka loop against the real broker protocol (Tansu) and S3 protocol (moto)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from studioline.shared.client import collect_results, create_topics
+from studioline.shared.errors import TransientError
+from studioline.shared.events import new_job
+from studioline.shared.models.store import ModelStore
+from studioline.shared.routing import Router
+from studioline.shared.runtime import StepRunner
+from studioline.shared.step import step_class
+from studioline.shared.storage import Storage
+from studioline.shared.worker import KafkaWorker
+from studioline.v1 import job_pb2
+from tests.helpers import decode, line_settings, truncated_jpeg
+
+pytestmark = pytest.mark.integration
+
+
+class FlakyStorage(Storage):
+    """Fails the first `failures` reads, as an S3 endpoint under load would."""
+
+    def __init__(self, settings, failures: int):
+        super().__init__(settings)
+        self.failures = failures
+        self.calls = 0
+
+    def get(self, bucket, key):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise TransientError(f"injected outage on read {self.calls}")
+        return super().get(bucket, key)
+
+
+@pytest.fixture
+def settings(kafka, s3, topic_prefix):
+    s = line_settings(kafka, s3, topic_prefix)
+    create_topics(s)
+    Storage(s.s3).ensure_buckets(s.s3.incoming_bucket, s.s3.artifacts_bucket)
+    return s
+
+
+@pytest.fixture(scope="module")
+def cropper_runner():
+    from studioline.shared.config import Settings
+
+    settings = Settings()
+    step = step_class("cropper")(settings, ModelStore(settings.models.dir))
+    step.load()
+    return StepRunner(step)
+
+
+def _publish_jobs(settings, storage, files: dict[str, bytes]) -> dict[str, str]:
+    """Uploads and publishes jobs routed straight to the cropper; returns job id -> name."""
+    from kafka import KafkaProducer
+
+    router = Router.from_settings(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    jobs = {}
+    for name, data in files.items():
+        storage.put(settings.s3.incoming_bucket, name, data, "image/jpeg")
+        job = new_job(settings.s3.incoming_bucket, name, tenant="test", job_id=f"job-{name}")
+        job.slip.CopyFrom(router.plan("other", job_pb2.Recipe()))
+        producer.send(settings.kafka.step_topic("cropper"), key=job.job_id.encode(), value=job.SerializeToString())
+        jobs[job.job_id] = name
+    producer.flush()
+    producer.close()
+    return jobs
+
+
+def _run_worker(runner, settings, storage):
+    stop = threading.Event()
+    worker = KafkaWorker(runner, settings, storage)
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def _photos(shared_data, n):
+    return sorted((shared_data / "E1_mit1003_saliency_subset" / "stimuli").glob("*.jp*g"))[:n]
+
+
+def test_good_images_done_poison_dead_lettered_offsets_committed(settings, cropper_runner, shared_data):
+    storage = Storage(settings.s3)
+    photos = _photos(shared_data, 4)
+    files = {p.name: p.read_bytes() for p in photos}
+    files["truncated.jpg"] = truncated_jpeg(photos[0])
+    files["notes.jpg"] = b"%PDF-1.4 this is a document, not a photo"
+    jobs = _publish_jobs(settings, storage, files)
+
+    stop, thread = _run_worker(cropper_runner, settings, storage)
+    try:
+        done, dead, seen = collect_results(settings, set(jobs), timeout_s=90)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+    assert {jobs[j] for j in done} == {p.name for p in photos}
+    assert {jobs[j]: d.error_code for j, d in dead.items()} == {"truncated.jpg": "truncated", "notes.jpg": "not_an_image"}
+    for letter in dead.values():
+        assert letter.source_topic == settings.kafka.step_topic("cropper") and letter.offset >= 0
+        assert letter.step == "cropper" and letter.reason and letter.attempt == 1
+    assert len([m for m in seen if isinstance(m, job_pb2.JobEvent)]) == len(photos)  # no duplicates
+    for job in done.values():
+        (timing,) = job.timings
+        assert timing.step == "cropper" and timing.ms > 0
+        crops = [a for a in job.artifacts if a.kind == "crop"]
+        assert {c.params["aspect"] for c in crops} == {"1:1", "16:9"}
+        for crop in crops:
+            pixels = decode(storage.get(crop.ref.bucket, crop.ref.key))
+            w, h = crop.ref.width, crop.ref.height
+            assert pixels.shape[:2] == (h, w)
+            aw, ah = (int(x) for x in crop.params["aspect"].split(":"))
+            assert abs(w / h - aw / ah) < 0.02
+
+    # Every message of the batch is committed: a new member of the group starts after them.
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=settings.kafka.group_prefix + "cropper",
+                             enable_auto_commit=False)
+    topic = settings.kafka.step_topic("cropper")
+    committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(settings.kafka.partitions))
+    consumer.close()
+    assert committed == len(files)
+
+
+def test_transient_failures_retry_then_dead_letter(settings, cropper_runner, shared_data):
+    photo = _photos(shared_data, 1)[0]
+    flaky = FlakyStorage(settings.s3, failures=2)  # two failed tries, the third succeeds
+    jobs = _publish_jobs(settings, Storage(settings.s3), {"retry-me.jpg": photo.read_bytes()})
+    stop, thread = _run_worker(cropper_runner, settings, flaky)
+    try:
+        done, dead, _ = collect_results(settings, set(jobs), timeout_s=60)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert set(done) == set(jobs) and not dead
+    assert flaky.calls == 3
+
+    down = FlakyStorage(settings.s3, failures=10**6)  # never recovers
+    jobs = _publish_jobs(settings, Storage(settings.s3), {"give-up.jpg": photo.read_bytes()})
+    stop, thread = _run_worker(cropper_runner, settings, down)
+    try:
+        done, dead, _ = collect_results(settings, set(jobs), timeout_s=60)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    (letter,) = dead.values()
+    assert letter.error_code == "retries_exhausted" and letter.attempt == settings.retry.max_attempts
+    assert "injected outage" in letter.reason
