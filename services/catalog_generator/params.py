@@ -1,0 +1,60 @@
+"""Parameters of the catalog-generator step."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from studioline.shared.step import StepParams
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+MIN_SIDE, MAX_SIDE = 16, 8192
+
+
+class CatalogGeneratorParams(StepParams):
+    # Canvas sizes, one composite each: "WxH" strings or [w, h] pairs (stored as "WxH").
+    sizes: list[str] = Field(default_factory=lambda: ["1600x1600"], min_length=1, max_length=8)
+    # Share of the canvas the product spans along the canvas' limiting side.
+    fill: float = Field(0.85, gt=0.0, le=1.0)
+    background: str = "#FFFFFF"
+    # A soft contact shadow under the product's base.
+    shadow: bool = True
+    # Darkening at the shadow's core (0 = none, 1 = black).
+    shadow_opacity: float = Field(0.4, ge=0.0, le=1.0)
+    format: Literal["jpeg", "png"] = "jpeg"
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _sizes(cls, v):
+        if not isinstance(v, (list, tuple)):
+            return v  # pydantic reports the type error
+        out = []
+        for s in v:
+            if isinstance(s, str) and (m := _SIZE.match(s)):
+                w, h = int(m[1]), int(m[2])
+            elif isinstance(s, (list, tuple)) and len(s) == 2 and all(type(n) is int for n in s):
+                w, h = s
+            else:
+                raise ValueError(f"size {s!r} is neither 'WxH' nor [w, h] with integers")
+            if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
+                raise ValueError(f"size {w}x{h}: each side must be between {MIN_SIDE} and {MAX_SIDE}")
+            out.append(f"{w}x{h}")
+        if len(set(out)) != len(out):
+            raise ValueError("sizes must not repeat")
+        return out
+
+    @field_validator("background")
+    @classmethod
+    def _background(cls, v: str) -> str:
+        if not _HEX.match(v):
+            raise ValueError(f"background {v!r} is not a colour '#RRGGBB'")
+        return v.upper()
+
+    def size_pairs(self) -> list[tuple[int, int]]:
+        return [tuple(int(n) for n in s.split("x")) for s in self.sizes]
+
+    def background_rgb(self) -> tuple[int, int, int]:
+        return tuple(int(self.background[i : i + 2], 16) for i in (1, 3, 5))

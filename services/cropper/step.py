@@ -1,0 +1,139 @@
+"""The cropper step: one crop per requested aspect ratio, around the product or where the
+saliency is (img-focus ViT-S map weighted by a centre prior)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from studioline.services.cropper import ops
+from studioline.services.cropper.params import CropperParams
+from studioline.shared.errors import MissingInput, PermanentError
+from studioline.shared.models.base import model_class
+from studioline.shared.models.saliency import spectral_residual_saliency
+from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
+
+SALIENCY_MODEL = "vit_s_focus"
+
+
+@dataclass
+class _Job:
+    params: CropperParams
+    rgb: np.ndarray
+    mask: np.ndarray | None
+    mode: str  # "product" or "saliency", resolved from "auto"
+    fill: tuple[int, int, int]
+
+
+def _hex_rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def _prepare(item: StepInput) -> _Job:
+    params: CropperParams = item.params
+    image = item.image
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+        raise PermanentError(f"cropper needs an HxWx3 or HxWx4 uint8 image, got {image.shape} {image.dtype}")
+    mask = item.inputs.get("mask")
+    if mask is not None:
+        if mask.ndim != 2:
+            raise PermanentError(f"cropper needs an HxW mask, got shape {mask.shape}")
+        if mask.shape != image.shape[:2]:
+            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    elif image.shape[2] == 4:
+        mask = image[..., 3]  # a cut-out carries its own mask
+    fill = _hex_rgb(params.fill) if params.fill != "auto" else (255, 255, 255)
+    if image.shape[2] == 4:  # flatten on the fill colour: crops are written as JPEG
+        a = image[..., 3:].astype(np.float32) / 255.0
+        rgb = (image[..., :3] * a + np.float32(fill) * (1.0 - a) + 0.5).astype(np.uint8)
+    else:
+        rgb = image
+    has_product = mask is not None and ops.mask_bbox(mask) is not None
+    if params.mode == "product":
+        if mask is None:
+            raise MissingInput("cropper mode=product needs a mask (or an RGBA cut-out), which the job does not carry")
+        if not has_product:
+            raise PermanentError("cropper mode=product: the mask is empty, there is no product to crop around")
+    mode = "product" if params.mode == "product" or (params.mode == "auto" and has_product) else "saliency"
+    if mode == "product" and params.fill == "auto":
+        fill = ops.border_colour(rgb, mask)
+    return _Job(params, rgb, mask, mode, fill)
+
+
+class CropperStep(Step):
+    name = "cropper"
+    Params = CropperParams
+    optional_inputs = ("mask",)
+    produces = ("crop",)
+
+    saliency_model = None
+
+    def load(self) -> None:
+        models = getattr(self.settings, "models", None)
+        self.saliency_model = model_class(SALIENCY_MODEL)(
+            self.models,
+            device=models.device if models else "auto",
+            threads=models.intra_op_threads if models else 2,
+        )
+        self.saliency_model.load()
+
+    def run(self, item: StepInput) -> StepOutput:
+        result = self.run_batch([item])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
+        """One saliency-model call for every item of the batch that needs it."""
+        results: list[StepOutput | Exception | None] = [None] * len(items)
+        jobs: dict[int, _Job] = {}
+        for i, item in enumerate(items):
+            try:
+                jobs[i] = _prepare(item)
+            except Exception as exc:  # reported per item by the caller
+                results[i] = exc
+        need_model = [i for i, j in jobs.items() if j.mode == "saliency" and j.params.saliency == "model"]
+        maps = {}
+        if need_model:
+            maps = dict(zip(need_model, self.saliency_model.predict([jobs[i].rgb for i in need_model])))
+        for i, job in jobs.items():
+            try:
+                results[i] = self._crop(job, maps.get(i))
+            except Exception as exc:  # reported per item by the caller
+                results[i] = exc
+        return results
+
+    def _crop(self, job: _Job, saliency: np.ndarray | None) -> StepOutput:
+        p = job.params
+        images, boxes, kept = [], {}, {}
+        if job.mode == "saliency":
+            if saliency is None:
+                saliency = spectral_residual_saliency(job.rgb)
+            search = ops.saliency_mass(saliency, p.centre_prior)
+            plain = ops.saliency_mass(saliency, 0.0)
+        for aspect_text in p.aspects:
+            aspect = ops.parse_aspect(aspect_text)
+            if job.mode == "product":
+                box = ops.product_window(job.mask, aspect, p.margin)
+            else:
+                box = ops.best_window(search, aspect, p.min_scale, p.keep)
+                kept[aspect_text] = round(ops.covered_fraction(plain, box), 4)
+            crop = ops.fit_max_side(ops.crop_padded(job.rgb, box, job.fill), p.max_side)
+            boxes[aspect_text] = [int(v) for v in box]
+            images.append(
+                OutputImage(kind="crop", pixels=crop, params={"aspect": aspect_text, "mode": job.mode}, format="jpeg")
+            )
+        info = {"mode": job.mode, "boxes": boxes}
+        if job.mode == "saliency":
+            info["saliency"] = p.saliency
+            info["saliency_kept"] = kept
+        else:
+            info["fill"] = "#%02X%02X%02X" % job.fill
+        return StepOutput(images=images, info=info)
+
+    def close(self) -> None:
+        if self.saliency_model is not None:
+            self.saliency_model.close()
+        self.saliency_model = None
