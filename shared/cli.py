@@ -99,6 +99,11 @@ def _models(args) -> int:
     if args.models_command == "fetch":
         for path in packs.fetch_packs(root, args.packs or None, force=args.force):
             print(path)
+        from studioline.shared.models.mobilenet import ONNX_FILE, WEIGHTS_FILE, export_mobilenet_onnx
+
+        # The classifier serves MobileNetV2 through onnxruntime: export it once, here, with torch.
+        if (root / WEIGHTS_FILE).is_file() and (args.force or not (root / ONNX_FILE).is_file()):
+            print(export_mobilenet_onnx(root))
         return 0
     if args.models_command == "list":
         for pack in packs.PACKS.values():
@@ -112,7 +117,7 @@ def _models(args) -> int:
         storage = Storage(settings.s3)
         storage.ensure_buckets(settings.s3.models_bucket)
         for path in sorted(root.iterdir()):
-            if path.is_file() and packs.expected_sha256(path.name):
+            if path.is_file() and not path.name.startswith("."):
                 storage.upload_file(settings.s3.models_bucket, path.name, path)
                 print(f"s3://{settings.s3.models_bucket}/{path.name}")
         return 0

@@ -1,0 +1,155 @@
+"""The segmenter step: a soft foreground mask of the product (or person) in the image.
+
+"auto" takes the classical segmenter on plain studio backgrounds when its mask passes the
+plausibility checks (it is exact there, and costs no model run), and U2Netp otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from studioline.services.segmenter import ops
+from studioline.services.segmenter.params import SegmenterParams
+from studioline.shared.errors import ImageRejected
+from studioline.shared.models.base import Model, model_class
+from studioline.shared.models.u2net import U2Net, U2Netp
+from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
+
+DEFAULT_MODEL = U2Netp.name
+MODELS = (U2Netp.name, U2Net.name)
+
+
+@dataclass
+class _Plan:
+    params: SegmenterParams
+    rgb: np.ndarray
+    prob: np.ndarray | None = None  # float32 HxW in [0, 1], once known
+    model: str | None = None  # the model still to run, if any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def has_real_alpha(alpha: np.ndarray) -> bool:
+    """An alpha channel that cuts something out: some of it transparent, some of it opaque."""
+    share = float((alpha >= 128).mean())
+    return 0.001 <= share <= 0.999
+
+
+class SegmenterStep(Step):
+    name = "segmenter"
+    Params = SegmenterParams
+    produces = ("mask",)
+
+    def __init__(self, settings, model_store):
+        super().__init__(settings, model_store)
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        self._model(DEFAULT_MODEL)
+
+    def warmup(self) -> None:
+        super().warmup()  # auto on a plain synthetic image: the classical path
+        self._model(DEFAULT_MODEL).warmup()
+
+    def close(self) -> None:
+        for model in self._models.values():
+            model.close()
+        self._models.clear()
+
+    def _model(self, name: str) -> Model:
+        with self._lock:  # gRPC workers may ask for u2net at the same time
+            model = self._models.get(name)
+            if model is None:
+                cfg = getattr(self.settings, "models", None)
+                model = model_class(name)(
+                    self.models,
+                    device=cfg.device if cfg else "auto",
+                    threads=cfg.intra_op_threads if cfg else 2,
+                )
+                model.load()
+                self._models[name] = model
+            return model
+
+    def run(self, item: StepInput) -> StepOutput:
+        result = self.run_batch([item])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
+        """Plans every item, runs each model once over the items that need it, then finishes."""
+        plans: list[_Plan | Exception] = []
+        for item in items:
+            try:
+                plans.append(self._plan(item))
+            except Exception as exc:  # reported per item by the caller
+                plans.append(exc)
+        for name in MODELS:
+            todo = [i for i, p in enumerate(plans) if isinstance(p, _Plan) and p.model == name]
+            if not todo:
+                continue
+            try:
+                probs = self._model(name).predict([plans[i].rgb for i in todo])
+            except Exception as exc:
+                for i in todo:
+                    plans[i] = exc
+                continue
+            for i, prob in zip(todo, probs):
+                plans[i].prob = prob
+        return [p if isinstance(p, Exception) else self._finish(p) for p in plans]
+
+    def _plan(self, item: StepInput) -> _Plan:
+        params: SegmenterParams = item.params
+        image = item.image
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise ImageRejected(f"segmenter needs an HxWx3 or HxWx4 uint8 image, got {image.shape} {image.dtype}")
+        plan = _Plan(params=params, rgb=np.ascontiguousarray(image[..., :3]))
+        if image.shape[2] == 4 and params.use_alpha and has_real_alpha(image[..., 3]):
+            plan.prob = image[..., 3].astype(np.float32) / 255.0
+            plan.info["path"] = "alpha"
+            return plan
+        if params.model in MODELS:
+            plan.model = params.model
+            plan.info["path"] = params.model
+            return plan
+        stats = ops.border_stats(plan.rgb)
+        plan.info["border_uniformity"] = round(stats.uniformity, 4)
+        if params.model == "classical" or stats.uniformity >= params.plain_uniformity:
+            result = ops.classical_segment(
+                plan.rgb,
+                stats=stats,
+                min_component=params.min_component,
+                holes=params.fill_holes,
+                grabcut=params.grabcut,
+            )
+            reason = ops.implausible(result)
+            if params.model == "classical" or reason is None:
+                plan.prob = result.prob
+                plan.info["path"] = "classical"
+                if reason:
+                    plan.info["warning"] = reason
+                return plan
+            plan.info["fallback"] = reason
+        else:
+            plan.info["fallback"] = "background not plain"
+        plan.model = DEFAULT_MODEL
+        plan.info["path"] = DEFAULT_MODEL
+        return plan
+
+    def _finish(self, plan: _Plan) -> StepOutput:
+        params = plan.params
+        if plan.info["path"] == "alpha":
+            mask = np.clip(plan.prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        else:
+            mask = ops.clean_mask(
+                plan.prob, threshold=params.threshold, min_component=params.min_component, holes=params.fill_holes
+            )
+        cut = round(params.threshold * 255)
+        if not params.soft:
+            mask = np.where(mask >= cut, 255, 0).astype(np.uint8)
+        plan.info["foreground_fraction"] = round(float((mask >= cut).mean()), 4)
+        return StepOutput(images=[OutputImage(kind="mask", pixels=mask, format="png")], info=plan.info)
