@@ -42,9 +42,8 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     flood = np.zeros((h + 2, w + 2), np.uint8)
     flood[1:-1, 1:-1] = mask > 0
     # Flood the outside from a corner of the one-pixel frame; whatever it misses is inside.
-    outside = flood.copy()
-    cv2.floodFill(outside, None, (0, 0), 2)
-    return ((outside[1:-1, 1:-1] != 2) * 255).astype(np.uint8)
+    cv2.floodFill(flood, None, (0, 0), 2)
+    return ((flood[1:-1, 1:-1] != 2) * 255).astype(np.uint8)
 
 
 def backdrop(image: np.ndarray, width: int = 2) -> tuple[np.ndarray, float]:
@@ -70,7 +69,7 @@ def object_region(image: np.ndarray, object_mask: np.ndarray | None, max_area_px
     backdrop colour or is an edge, in a piece too large to be a speck, with enclosed holes
     filled."""
     colour, spread = backdrop(image)
-    diff = _channel_extremes(cv2.absdiff(image, np.full_like(image, np.round(colour).astype(np.uint8))))[1]
+    diff = _channel_extremes(cv2.absdiff(image, (*np.round(colour).tolist(), 0.0)))[1]
     # The object's outline counts too: it closes around a garment the colour test half misses.
     edges = cv2.Canny(cv2.GaussianBlur(image, (3, 3), 0), 20, 40)
     differs = ((diff > colour_tolerance(spread)) | (edges > 0)).astype(np.uint8)
@@ -145,7 +144,7 @@ def detect_specks(
     has the backdrop's colour; they are dilated a little to cover their soft fringe.
     Returns an HxW uint8 mask, 255 = fill.
     """
-    rgb = image[..., :3]
+    rgb = np.ascontiguousarray(image[..., :3])
     h, w = rgb.shape[:2]
     empty = np.zeros((h, w), np.uint8)
     max_area_px = max(min_speck_px, round(max_speck_area * h * w))

@@ -38,7 +38,9 @@ class InpainterStep(Step):
         params: InpainterParams = item.params
         image = item.image
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise PermanentError(f"inpainter needs an HxWx3 or HxWx4 uint8 image, got {image.shape} {image.dtype}")
+            raise PermanentError(
+                f"inpainter needs an HxWx3 or HxWx4 uint8 image, got {image.shape} {image.dtype}"
+            )
         if params.method == "patchmatch" and not ops.patchmatch_available():
             raise InvalidParams("inpainter method 'patchmatch' needs the pypatchmatch package, which this deployment lacks")
         shape = image.shape[:2]

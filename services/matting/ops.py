@@ -111,7 +111,9 @@ def _solve(image: np.ndarray, trimap: np.ndarray, method: str) -> np.ndarray:
     return alpha
 
 
-def estimate_alpha(image: np.ndarray, trimap: np.ndarray, *, method: str = "cf", max_side: int = 1024) -> np.ndarray:
+def estimate_alpha(
+    image: np.ndarray, trimap: np.ndarray, *, method: str = "cf", max_side: int = 1024
+) -> np.ndarray:
     """HxW float32 alpha in [0, 1] for an RGB uint8 image and a trimap. Above max_side the
     solver runs on a downscaled copy; its alpha is upsampled into the unknown region only."""
     if method not in SOLVERS:
@@ -137,7 +139,6 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, *, max_side: int =
     soft = (alpha > 0.0) & (alpha < 1.0)
     if not soft.any():
         return out
-    h, w = alpha.shape
     box = _bbox(soft, CROP_MARGIN)
     crop = image[box].astype(np.float32) / 255.0
     crop_alpha = alpha[box]

@@ -19,6 +19,7 @@ import numpy as np
 @dataclass(frozen=True)
 class BorderStats:
     colour: np.ndarray  # background colour, CIELAB (L 0..100)
+    rgb: np.ndarray  # the same colour in RGB, float32 0..255
     uniformity: float  # fraction of border pixels within `tol` of that colour
     noise: float  # 95th percentile of the distance among those pixels (JPEG noise, gradients)
 
@@ -44,15 +45,16 @@ def border_width(shape: tuple[int, ...]) -> int:
     return max(2, round(0.02 * min(shape[:2])))
 
 
-def border_stats(image: np.ndarray, *, tol: float = 8.0, lab: np.ndarray | None = None) -> BorderStats:
+def border_stats(image: np.ndarray, *, tol: float = 8.0) -> BorderStats:
     """Background colour and plainness, from a strip 2% of the short side wide along the edges."""
-    lab = _lab(image) if lab is None else lab
-    border = _border_pixels(lab, border_width(lab.shape))
+    pixels = _border_pixels(image, border_width(image.shape))
+    border = _lab(pixels[:, None, :])[:, 0, :]
     colour = np.median(border, axis=0)
     dist = np.linalg.norm(border - colour, axis=1)
     close = dist < tol
     noise = float(np.percentile(dist[close], 95)) if close.any() else float("inf")
-    return BorderStats(colour=colour, uniformity=float(close.mean()), noise=noise)
+    rgb = np.median(pixels[close], axis=0) if close.any() else np.median(pixels, axis=0)
+    return BorderStats(colour=colour, rgb=rgb.astype(np.float32), uniformity=float(close.mean()), noise=noise)
 
 
 def border_uniformity(image: np.ndarray, *, tol: float = 8.0) -> float:
@@ -130,20 +132,25 @@ def colour_distance(lab: np.ndarray, colour: np.ndarray) -> np.ndarray:
 def classical_segment(
     image: np.ndarray,
     *,
-    stats: BorderStats | None = None,
     min_delta: float = 2.0,
     noise_factor: float = 1.5,
     min_component: float = 0.002,
     holes: bool = True,
     grabcut: bool = False,
+    work_side: int = 1024,
 ) -> ClassicalResult:
-    """Segments a product from a plain background (see the module docstring)."""
-    lab = _lab(image)
-    stats = border_stats(image, lab=lab) if stats is None else stats
-    dist = colour_distance(lab, stats.colour)
+    """Segments a product from a plain background (see the module docstring).
+
+    The mask is found at most `work_side` pixels on the long side; its edge is made soft at full size.
+    """
+    h, w = image.shape[:2]
+    scale = min(1.0, work_side / max(h, w))
+    small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    stats = border_stats(small)
+    dist = colour_distance(_lab(small), stats.colour)
     # Just above the border's own noise, so faint white-on-white edges still count.
     threshold = max(min_delta, noise_factor * stats.noise)
-    radius = max(1, round(min(image.shape[:2]) / 256))
+    radius = max(1, round(min(small.shape[:2]) / 256))
     binary = (dist > threshold).astype(np.uint8)
     # Opening removes JPEG speckle; closing bridges thin gaps along faint edges.
     binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, _disk(radius))
@@ -152,28 +159,57 @@ def classical_segment(
     if holes:
         kept = fill_holes(kept)
     if grabcut and kept.any():
-        kept = refine_grabcut(image, kept)
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        kept = refine_grabcut(small, kept)
+    stray = stray_edges(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), kept)
+    touch = float(_border_pixels(kept, border_width(kept.shape)).mean())
+    if scale < 1.0:
+        kept = cv2.resize(kept.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR) >= 128
     return ClassicalResult(
-        prob=feather(gray, kept),
+        prob=soft_edges(image, kept, stats.rgb),
         binary=kept,
         stats=stats,
         threshold=threshold,
-        stray_edges=stray_edges(gray, kept),
-        border_touch=float(_border_pixels(kept, border_width(kept.shape)).mean()),
+        stray_edges=stray,
+        border_touch=touch,
     )
 
 
-def feather(gray: np.ndarray, binary: np.ndarray) -> np.ndarray:
-    """Soft, edge-aware transition of a binary mask (guided filter, the grey image as guide).
+def soft_edges(image: np.ndarray, binary: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Alpha along the mask's edge from the known background colour (difference matting).
 
-    Besides anti-aliasing, it pulls the edge back from JPEG ringing that sits just above the
-    threshold around the product (0.944 -> 0.959 IoU on C1 cloth at 0.5; a colour guide
-    gains 0.001 more for three times the cost).
+    An edge pixel is taken as alpha * F + (1 - alpha) * B, with B the background colour and F
+    the product's colour nearby (spread out from the mask's core); alpha is the projection of
+    (I - B) on (F - B). JPEG ringing and blur just outside the product, which the low colour
+    threshold takes in, get a small alpha this way. Where F is too close to B (white on white)
+    the binary edge stays. IoU at 0.5 on C1 cloth: 0.944 binary, 0.963 with these edges.
     """
-    radius = min(12, max(2, round(min(binary.shape) / 40)))
-    soft = cv2.ximgproc.guidedFilter(gray.astype(np.float32) * (1.0 / 255.0), binary.astype(np.float32), radius, 1e-2)
-    return np.clip(soft, 0.0, 1.0)
+    band = max(2, round(min(binary.shape) / 256))
+    b8 = binary.astype(np.uint8)
+    core = cv2.erode(b8, _disk(band))
+    alpha = core.astype(np.float32)
+    ys, xs = np.nonzero(cv2.dilate(b8, _disk(band)) - core)
+    if ys.size == 0:
+        return alpha
+    # F varies slowly: estimate it at most 1024 px on the long side, then read it at the band.
+    scale = min(1.0, 1024 / max(binary.shape))
+    if scale < 1.0:
+        size = (round(binary.shape[1] * scale), round(binary.shape[0] * scale))
+        small_core = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        small_img = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    else:
+        small_core, small_img = alpha, image.astype(np.float32)
+    sigma = max(1.0, band * scale)
+    weight = cv2.GaussianBlur(small_core, (0, 0), sigma)
+    fg_sum = cv2.GaussianBlur(small_img * small_core[..., None], (0, 0), sigma)
+    sy = np.minimum((ys * scale).astype(np.intp), small_core.shape[0] - 1)
+    sx = np.minimum((xs * scale).astype(np.intp), small_core.shape[1] - 1)
+    w = weight[sy, sx]
+    fb = fg_sum[sy, sx] / np.maximum(w, 1e-6)[:, None] - background
+    den = np.einsum("ij,ij->i", fb, fb)
+    proj = np.einsum("ij,ij->i", image[ys, xs].astype(np.float32) - background, fb) / np.maximum(den, 1e-6)
+    reliable = (den >= 20.0**2) & (w > 1e-3)
+    alpha[ys, xs] = np.where(reliable, np.clip(proj, 0.0, 1.0), b8[ys, xs])
+    return alpha
 
 
 def stray_edges(gray: np.ndarray, binary: np.ndarray) -> float:

@@ -121,7 +121,6 @@ class SegmenterStep(Step):
         if params.model == "classical" or stats.uniformity >= params.plain_uniformity:
             result = ops.classical_segment(
                 plan.rgb,
-                stats=stats,
                 min_component=params.min_component,
                 holes=params.fill_holes,
                 grabcut=params.grabcut,

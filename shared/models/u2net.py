@@ -30,7 +30,7 @@ class U2NetBase(OnnxModel):
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"{self.name} takes HxWx3 uint8 RGB images, got {image.shape} {image.dtype}")
-        small = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
+        small = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32)
         small /= max(float(small.max()), 1.0)
         return ((small - _MEAN) / _STD).transpose(2, 0, 1)
 

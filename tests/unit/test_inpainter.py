@@ -82,7 +82,8 @@ def _garment_region(mask: np.ndarray) -> np.ndarray:
     """A C1 garment mask with its gaps closed and holes filled (some white garments' masks
     are open at the neck), so no dust is laid on the garment itself."""
     r = round(0.05 * max(mask.shape))
-    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disk)
     contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return cv2.drawContours(np.zeros_like(mask), contours, -1, 255, -1)
 
@@ -121,8 +122,9 @@ def _run(step, image, params=None, **inputs):
 
 
 def test_dust_on_product_photos_is_found_and_removed(step):
-    """C1 packshots (192x256) with the garment mask as the segmenter's mask. Measured on the
-    first 40: pixel recall 0.99, precision 1.00, PSNR inside the dust 5.3 -> 24 dB."""
+    """C1 packshots (192x256) with the garment mask as the segmenter's mask. Measured on these
+    10: recall 1.00, precision 1.00, PSNR inside the dust 5.0 -> 64 dB; on all 261 usable C1
+    packshots: recall 1.00 (lowest 0.92), precision 1.00, PSNR 5.1 -> 38.6 dB."""
     cases = _c1_cloths(10)
     recalls, precisions, se_before, se_after, n = [], [], 0.0, 0.0, 0
     for i, (clean, mask) in enumerate(cases):
@@ -143,12 +145,13 @@ def test_dust_on_product_photos_is_found_and_removed(step):
     assert np.mean(recalls) >= 0.95 and min(recalls) >= 0.8, recalls
     assert np.mean(precisions) >= 0.95, precisions
     before, after = _psnr(se_before, n), _psnr(se_after, n)
-    assert after >= before + 15.0 and after >= 20.0, (before, after)
+    assert after >= before + 25.0 and after >= 35.0, (before, after)
 
 
 def test_dust_on_high_res_packshots_without_a_mask(step):
     """C2 packshots (768x1024) in auto mode with no object mask: the object is estimated from
-    the backdrop. Measured: recall 1.00, precision 0.99, PSNR inside the dust 5.4 -> 50 dB."""
+    the backdrop. Measured on these 3: recall and precision 1.00, PSNR inside the dust
+    5.9 -> 48.4 dB; on all 44 usable C2 packshots: recall 1.00, precision 0.995, 5.4 -> 50.3."""
     se_before, se_after, n = 0.0, 0.0, 0
     for i, name in enumerate(C2_DUSTED):
         clean = _rgb(C2 / name)
@@ -164,7 +167,7 @@ def test_dust_on_high_res_packshots_without_a_mask(step):
         se_after += ((cleaned.astype(np.float64) - clean) ** 2)[dust].sum()
         n += int(dust.sum()) * 3
     before, after = _psnr(se_before, n), _psnr(se_after, n)
-    assert after >= before + 25.0, (before, after)
+    assert after >= before + 30.0, (before, after)
 
 
 def test_clean_garments_are_left_alone():

@@ -28,7 +28,9 @@ def _load(name: str, trimap: str | None = None):
     root = _alpha_set()
     image = cv2.imread(str(root / "input_training_lowres" / name))[:, :, ::-1].copy()
     gt = cv2.imread(str(root / "gt_training_lowres" / name), cv2.IMREAD_GRAYSCALE).astype(np.float64) / 255.0
-    tri = None if trimap is None else cv2.imread(str(root / "trimap_training_lowres" / trimap / name), cv2.IMREAD_GRAYSCALE)
+    tri = None
+    if trimap is not None:
+        tri = cv2.imread(str(root / "trimap_training_lowres" / trimap / name), cv2.IMREAD_GRAYSCALE)
     return image, gt, tri
 
 
