@@ -96,6 +96,16 @@ class Step(ABC):
     def close(self) -> None:
         """Releases models."""
 
+    def load_model(self, name: str):
+        """Creates and loads the registered model `name` on the configured device and threads."""
+        from studioline.shared.config import ModelSettings
+        from studioline.shared.models.base import model_class
+
+        cfg = self.settings.models if self.settings is not None else ModelSettings()
+        model = model_class(name)(self.models, device=cfg.device, threads=cfg.intra_op_threads)
+        model.load()
+        return model
+
     @classmethod
     def parse_params(cls, raw: dict[str, Any] | None) -> StepParams:
         try:
@@ -111,6 +121,21 @@ class Step(ABC):
         missing = [k for k in cls.consumes if k not in inputs]
         if missing:
             raise MissingInput(f"{cls.name} needs the artifact(s) {', '.join(missing)}, which the job does not carry")
+
+
+class BatchedStep(Step):
+    """A step whose model runs a whole batch in one call: it implements `run_batch`, and a
+    single item is a batch of one."""
+
+    def run(self, item: StepInput) -> StepOutput:
+        (result,) = self.run_batch([item])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @abstractmethod
+    def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
+        """Processes a batch; one failing item never fails the others."""
 
 
 def _warmup_input(kind: str, image: np.ndarray) -> np.ndarray:

@@ -15,9 +15,8 @@ import numpy as np
 
 from studioline.services.classifier import ops
 from studioline.services.classifier.params import ClassifierParams
-from studioline.shared.models.base import model_class
 from studioline.shared.models.mobilenet import FEATURE_DIM, to_rgb
-from studioline.shared.step import Step, StepInput, StepOutput
+from studioline.shared.step import BatchedStep, StepInput, StepOutput
 
 IMAGE_TYPES = (
     "product_on_white",
@@ -76,7 +75,7 @@ def describe(backbone, images: list[np.ndarray]) -> tuple[np.ndarray, list[dict[
     return x.astype(np.float32), cues
 
 
-class ClassifierStep(Step):
+class ClassifierStep(BatchedStep):
     name = "classifier"
     Params = ClassifierParams
     produces = ()
@@ -85,20 +84,8 @@ class ClassifierStep(Step):
     heads: dict[str, Head] | None = None
 
     def load(self) -> None:
-        models = getattr(self.settings, "models", None)
-        self.backbone = model_class(BACKBONE)(
-            self.models,
-            device=models.device if models else "auto",
-            threads=models.intra_op_threads if models else 2,
-        )
-        self.backbone.load()
+        self.backbone = self.load_model(BACKBONE)
         self.heads = {version: Head.load(path) for version, path in HEAD_FILES.items()}
-
-    def run(self, item: StepInput) -> StepOutput:
-        result = self.run_batch([item])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
 
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
         """One backbone call for the whole batch; an item that fails alone fails alone."""

@@ -11,9 +11,8 @@ import numpy as np
 from studioline.services.cropper import ops
 from studioline.services.cropper.params import CropperParams
 from studioline.shared.errors import MissingInput, PermanentError
-from studioline.shared.models.base import model_class
 from studioline.shared.models.saliency import spectral_residual_saliency
-from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
+from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
 
 SALIENCY_MODEL = "vit_s_focus"
 
@@ -62,7 +61,7 @@ def _prepare(item: StepInput) -> _Job:
     return _Job(params, rgb, mask, mode, fill)
 
 
-class CropperStep(Step):
+class CropperStep(BatchedStep):
     name = "cropper"
     Params = CropperParams
     optional_inputs = ("mask",)
@@ -71,19 +70,7 @@ class CropperStep(Step):
     saliency_model = None
 
     def load(self) -> None:
-        models = getattr(self.settings, "models", None)
-        self.saliency_model = model_class(SALIENCY_MODEL)(
-            self.models,
-            device=models.device if models else "auto",
-            threads=models.intra_op_threads if models else 2,
-        )
-        self.saliency_model.load()
-
-    def run(self, item: StepInput) -> StepOutput:
-        result = self.run_batch([item])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+        self.saliency_model = self.load_model(SALIENCY_MODEL)
 
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
         """One saliency-model call for every item of the batch that needs it."""
