@@ -70,3 +70,32 @@ def truncated_jpeg(path: Path) -> bytes:
 
 def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def read_topic(settings: Settings, topic: str, idle_s: float = 3.0) -> list[bytes]:
+    """Every message on `topic` so far, read by a fresh consumer group."""
+    import time
+    import uuid
+
+    from kafka import KafkaConsumer
+
+    k = settings.kafka
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=k.bootstrap_servers,
+        group_id=f"{k.group_prefix}reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+    )
+    values: list[bytes] = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s or not consumer.assignment():
+            for records in consumer.poll(timeout_ms=300).values():
+                values.extend(r.value for r in records)
+                last = time.monotonic()
+    finally:
+        consumer.close(autocommit=False)
+    return values

@@ -6,7 +6,6 @@ is configured, they copy it from there (so a pod needs no pip or npm), checking 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -17,14 +16,6 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "run `make models` (or `.venv/bin/studioline models fetch`)"
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ModelStore:
     def __init__(self, root: Path, storage=None, bucket: str = "models"):
         self.root = Path(root)
@@ -33,7 +24,7 @@ class ModelStore:
 
     def path(self, name: str) -> Path:
         """Local path of a model file, fetched from the models bucket if it is only there."""
-        from studioline.shared.models.packs import expected_sha256
+        from studioline.shared.models.packs import expected_sha256, file_sha256
 
         local = self.root / name
         if local.is_file():

@@ -14,7 +14,7 @@ from studioline.shared.launcher import ServiceProcesses
 from studioline.shared.routing import Router
 from studioline.shared.storage import Storage
 from studioline.v1 import job_pb2
-from tests.helpers import decode, line_settings, settings_env, truncated_jpeg
+from tests.helpers import decode, line_settings, read_topic, settings_env, truncated_jpeg
 
 pytestmark = pytest.mark.e2e
 
@@ -131,8 +131,10 @@ def test_json_and_minio_notification_events(line, shared_data):
                      "object": {"key": "notified/two+words.jpg", "eTag": "e1"}}}],
     }
     submitter = Submitter(settings)
+    garbage = b"\x00\x01 neither JSON nor protobuf \xff"
+    submitter.publish_raw(garbage, key=b"json-job")
     submitter.publish_raw(json.dumps({"bucket": bucket, "key": "json/one.jpg", "job_id": "json-job",
-                                      "recipe": {"outputs": ["mask"]}}).encode())
+                                      "recipe": {"outputs": ["mask"]}}).encode(), key=b"json-job")
     submitter.publish_raw(json.dumps(notification).encode())
     submitter.flush()
     submitter.close()
@@ -143,6 +145,10 @@ def test_json_and_minio_notification_events(line, shared_data):
     assert not dead and set(done) == {"json-job", notified.job_id}
     assert [s.step for s in done["json-job"].slip.steps] == ["segmenter"]  # pruned to the mask
     assert done[notified.job_id].source.key == "notified/two words.jpg"
+    # The unreadable message is dead-lettered as it came, with the reason; it blocked nothing.
+    letters = [job_pb2.DeadLetter.FromString(v) for v in read_topic(settings, settings.kafka.topic("dlq"))]
+    (letter,) = [d for d in letters if d.raw == garbage]
+    assert letter.error_code == "invalid_event" and "neither JSON nor" in letter.reason
 
 
 def test_worker_killed_mid_stream_loses_nothing(line, shared_data):
