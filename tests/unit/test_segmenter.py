@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from studioline.services.segmenter import ops
 from studioline.services.segmenter.params import SegmenterParams
@@ -47,6 +48,15 @@ def scenes() -> list[tuple[np.ndarray, np.ndarray]]:
     paths = sorted((ECSSD / "images").glob("*.jpg"))[::24][:6]
     gt = ECSSD / "ground_truth_mask"
     return [(_rgb(p), cv2.imread(str(gt / f"{p.stem}.png"), cv2.IMREAD_GRAYSCALE) >= 128) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def people() -> list[tuple[np.ndarray, np.ndarray]]:
+    """6 studio on-model photos (every 24th); the person mask is the human parsing's non-zero labels."""
+    if not (C1 / "image").is_dir():
+        pytest.skip(f"evaluation data not found at {C1}")
+    paths = sorted((C1 / "image").glob("*.jpg"))[::24][:6]
+    return [(_rgb(p), np.array(Image.open(C1 / "image-parse" / f"{p.stem}.png")) > 0) for p in paths]
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +129,9 @@ def test_clean_mask_drops_specks_and_fills_holes():
 
 
 def test_classical_on_white_garments(cloth):
-    # Measured 0.959 on these 20 and 0.959 on all 263 (several C1 masks are themselves broken).
+    # Measured 0.946 on these 20, 0.963 on all 263 (a few C1 masks are themselves broken).
     results = [ops.classical_segment(im) for im, _ in cloth]
-    assert np.mean([_iou(r.prob >= 0.5, gt) for r, (_, gt) in zip(results, cloth)]) > 0.94
+    assert np.mean([_iou(r.prob >= 0.5, gt) for r, (_, gt) in zip(results, cloth)]) > 0.93
     assert all(ops.implausible(r) is None for r in results)
 
 
@@ -129,23 +139,35 @@ def test_classical_on_white_garments(cloth):
 
 
 def test_auto_beats_u2netp_on_white_garments(step, cloth):
+    # Measured on these 20: auto 0.946 (all classical), U2Netp 0.879; on all 263: 0.961, 0.934.
     auto, infos = _mean_iou(step, cloth)
     u2netp, _ = _mean_iou(step, cloth, model="u2netp")
-    assert auto > 0.94
-    assert u2netp > 0.85
-    assert auto > u2netp
+    assert auto > 0.93
+    assert u2netp > 0.86
+    assert auto > u2netp + 0.03
     assert sum(i["path"] == "classical" for i in infos) >= 18
 
 
 def test_auto_uses_u2netp_on_natural_scenes(step, scenes):
+    # Measured 0.959 on these 6, 0.900 on all 142.
     auto, infos = _mean_iou(step, scenes)
     assert all(i["path"] == "u2netp" and i["fallback"] == "background not plain" for i in infos)
-    assert auto > 0.85
+    assert auto > 0.94
+
+
+def test_auto_hands_people_cut_by_the_frame_to_u2netp(step, people):
+    # Plain studio wall, but the frame cuts the model: U2Netp does better there. Measured 0.867
+    # on these 6; on all 143, auto 0.894 (142 sent to U2Netp), classical alone 0.876.
+    auto, infos = _mean_iou(step, people)
+    assert all(i["path"] == "u2netp" for i in infos)
+    assert any("border" in i["fallback"] for i in infos)
+    assert auto > 0.84
 
 
 def test_classical_is_poor_on_natural_scenes(step, scenes):
-    # Why auto routes these to the model: the border is no background colour there.
-    classical, infos = _mean_iou(step, scenes, model="classical")
+    # Why auto routes these to the model: the border is no background colour there (measured
+    # 0.40 on these 6, 0.29 on all 142).
+    classical, _ = _mean_iou(step, scenes, model="classical")
     assert classical < 0.6
 
 
@@ -182,3 +204,18 @@ def test_batch_isolates_a_bad_item(step, cloth):
 
 def test_u2net_loads_lazily(step):
     assert "u2net" not in step._models
+
+
+def test_u2netp_output_contract(step, cloth):
+    model = step._model("u2netp")
+    images = [cloth[0][0], cv2.resize(cloth[1][0], (300, 170))]
+    probs = model.predict(images)
+    for prob, image in zip(probs, images):
+        assert prob.dtype == np.float32 and prob.shape == image.shape[:2]
+        assert prob.min() >= 0.0 and prob.max() <= 1.0
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        model.predict([images[0][..., 0]])
+
+
+def test_warmup_runs(step):
+    step.warmup()
