@@ -15,9 +15,9 @@ import numpy as np
 from studioline.services.segmenter import ops
 from studioline.services.segmenter.params import SegmenterParams
 from studioline.shared.errors import ImageRejected
-from studioline.shared.models.base import Model, model_class
+from studioline.shared.models.base import Model
 from studioline.shared.models.u2net import U2Net, U2Netp
-from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
+from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
 
 DEFAULT_MODEL = U2Netp.name
 MODELS = (U2Netp.name, U2Net.name)
@@ -38,7 +38,7 @@ def has_real_alpha(alpha: np.ndarray) -> bool:
     return 0.001 <= share <= 0.999
 
 
-class SegmenterStep(Step):
+class SegmenterStep(BatchedStep):
     name = "segmenter"
     Params = SegmenterParams
     produces = ("mask",)
@@ -64,21 +64,9 @@ class SegmenterStep(Step):
         with self._lock:  # gRPC workers may ask for u2net at the same time
             model = self._models.get(name)
             if model is None:
-                cfg = getattr(self.settings, "models", None)
-                model = model_class(name)(
-                    self.models,
-                    device=cfg.device if cfg else "auto",
-                    threads=cfg.intra_op_threads if cfg else 2,
-                )
-                model.load()
+                model = self.load_model(name)
                 self._models[name] = model
             return model
-
-    def run(self, item: StepInput) -> StepOutput:
-        result = self.run_batch([item])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
 
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
         """Plans every item, runs each model once over the items that need it, then finishes."""
