@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka.errors import CommitFailedError, KafkaError
 
 from studioline.shared.errors import PermanentError, StudiolineError, TransientError

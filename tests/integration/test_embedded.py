@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from minio.error import S3Error
 
 from studioline.shared.client import create_kafka_topics

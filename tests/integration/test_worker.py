@@ -73,12 +73,17 @@ def _publish_jobs(settings, storage, files: dict[str, bytes]) -> dict[str, str]:
     return jobs
 
 
-def _run_worker(runner, settings, storage):
+def _process(runner, settings, storage, jobs, timeout_s=90):
+    """Runs a worker until every job has an outcome, then stops it as SIGTERM would."""
     stop = threading.Event()
     worker = KafkaWorker(runner, settings, storage)
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
-    return stop, thread
+    try:
+        return collect_results(settings, set(jobs), timeout_s=timeout_s)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def _photos(shared_data, n):
@@ -93,12 +98,7 @@ def test_good_images_done_poison_dead_lettered_offsets_committed(settings, cropp
     files["notes.jpg"] = b"%PDF-1.4 this is a document, not a photo"
     jobs = _publish_jobs(settings, storage, files)
 
-    stop, thread = _run_worker(cropper_runner, settings, storage)
-    try:
-        done, dead, seen = collect_results(settings, set(jobs), timeout_s=90)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    done, dead, seen = _process(cropper_runner, settings, storage, jobs)
 
     assert {jobs[j] for j in done} == {p.name for p in photos}
     assert {jobs[j]: d.error_code for j, d in dead.items()} == {"truncated.jpg": "truncated", "notes.jpg": "not_an_image"}
@@ -131,23 +131,13 @@ def test_transient_failures_retry_then_dead_letter(settings, cropper_runner, sha
     photo = _photos(shared_data, 1)[0]
     flaky = FlakyStorage(settings.s3, failures=2)  # two failed tries, the third succeeds
     jobs = _publish_jobs(settings, Storage(settings.s3), {"retry-me.jpg": photo.read_bytes()})
-    stop, thread = _run_worker(cropper_runner, settings, flaky)
-    try:
-        done, dead, _ = collect_results(settings, set(jobs), timeout_s=60)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    done, dead, _ = _process(cropper_runner, settings, flaky, jobs)
     assert set(done) == set(jobs) and not dead
     assert flaky.calls == 3
 
     down = FlakyStorage(settings.s3, failures=10**6)  # never recovers
     jobs = _publish_jobs(settings, Storage(settings.s3), {"give-up.jpg": photo.read_bytes()})
-    stop, thread = _run_worker(cropper_runner, settings, down)
-    try:
-        done, dead, _ = collect_results(settings, set(jobs), timeout_s=60)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    done, dead, _ = _process(cropper_runner, settings, down, jobs)
     (letter,) = dead.values()
     assert letter.error_code == "retries_exhausted" and letter.attempt == settings.retry.max_attempts
     assert "injected outage" in letter.reason
