@@ -34,7 +34,10 @@ proto-check: setup ## fail if the committed stubs differ from what `make proto` 
 	  cmp -s $$f proto/studioline/v1/$$(basename $$f) || { echo "stale stub: proto/studioline/v1/$$(basename $$f); run make proto"; exit 1; }; \
 	done; rm -rf $$tmp; echo "proto stubs up to date"
 
-test: models proto-check ## set up and run the whole test suite (unit, integration, end-to-end)
+lint: setup ## static checks (ruff: unused and undefined names)
+	$(VENV)/bin/ruff check shared services tests bench
+
+test: models proto-check lint ## set up and run the whole test suite (unit, integration, end-to-end)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
@@ -43,4 +46,4 @@ demo: models ## run the whole line on the demo photos (or DIR=photos/) and write
 clean: ## remove the virtualenv, the model store and outputs
 	rm -rf $(VENV) .models out .pytest_cache
 
-.PHONY: help setup models proto proto-check test demo clean
+.PHONY: help setup models proto proto-check lint test demo clean
