@@ -23,7 +23,8 @@ class ServiceProcesses:
         self.env = env
         self.log_dir = log_dir
         self.services = services
-        self.procs: dict[str, tuple[subprocess.Popen, int]] = {}
+        self.procs: dict[str, tuple[subprocess.Popen, int]] = {}  # service -> (process, gRPC port)
+        self.metrics_ports: dict[str, int] = {}
 
     def __enter__(self) -> "ServiceProcesses":
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,7 @@ class ServiceProcesses:
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         self.procs[service] = (proc, grpc_port)
+        self.metrics_ports[service] = metrics_port
 
     def stop(self, service: str, timeout_s: float = 60) -> int:
         """SIGTERM, as Kubernetes sends it: the service drains, commits and exits."""

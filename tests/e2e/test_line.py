@@ -181,3 +181,24 @@ def test_sigterm_drains_commits_and_exits_cleanly(line, shared_data):
     # A drained shutdown commits what it finished: nothing is replayed, so nothing is doubled.
     done_ids = [job_pb2.JobEvent.FromString(v).job_id for v in read_topic(settings, settings.kafka.topic("done"))]
     assert sorted(j for j in done_ids if j in jobs) == sorted(jobs)
+
+
+def test_metrics_and_json_logs_carry_the_work(line, shared_data):
+    settings, services = line
+    from urllib.request import urlopen
+
+    photo = labelled_sample(shared_data, per_type=1, seed=45)[0]  # a packshot: the segmenter runs
+    jobs = submit(settings, [photo], keys=["metrics/one.jpg"])
+    done, _, _ = collect_results(settings, set(jobs), timeout_s=180)
+    assert set(done) == set(jobs)
+    with urlopen(f"http://127.0.0.1:{services.metrics_ports['segmenter']}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert 'studioline_ready{step="segmenter"} 1.0' in text
+    ok = [line for line in text.splitlines()
+          if line.startswith('studioline_images_total{outcome="ok",source="kafka",step="segmenter"}')]
+    assert ok and float(ok[0].split()[-1]) > 0
+    records = [json.loads(line) for line in (services.log_dir / "segmenter.log").read_text().splitlines()
+               if line.startswith("{")]
+    finished = [r for r in records if r.get("message") == "step done"]
+    assert any(r["job_id"] in jobs for r in finished)
+    assert all(r["job_id"] and r["service"] == "segmenter" for r in finished)
