@@ -4,19 +4,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STUDIOLINE := $(VENV)/bin/studioline
 DIR ?=
+# The labelled photos (never copied into the repo) and our fixed labels for them.
+SHARED_DATA ?= ../shared/data
+LABELS := tests/data/image_types.csv
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@command -v python3.11 >/dev/null && PYBIN=python3.11 || PYBIN=python3; \
 	  test -x $(PY) || $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch comes from the CPU wheel pip finds on this machine; it only exports and trains models.
-	$(PY) -m pip install --quiet -e '.[dev,demo,train]'
+	$(PY) -m pip install --quiet -e '.[dev,demo,train,eval]'
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv with the studioline command and everything the tests need
@@ -40,10 +43,25 @@ lint: setup ## static checks (ruff: unused and undefined names)
 test: models proto-check lint ## set up and run the whole test suite (unit, integration, end-to-end)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+train-classifier: models ## retrain the classifier head (seed 0) from tests/data/image_types.csv and ../shared/data
+	@test -d $(SHARED_DATA) || { echo "train-classifier needs the labelled photos: $(SHARED_DATA) not found"; exit 1; }
+	$(PY) -m studioline.services.classifier.train --csv $(LABELS) --data-root $(SHARED_DATA) \
+	  --out services/classifier/head_v1.npz --seed 0
+
+eval: models ## score the classifier on the labelled photos: bench/results/classify*.json and *_confusion.png
+	@if [ ! -d $(SHARED_DATA) ]; then echo "eval skipped: the labelled photos ($(SHARED_DATA)) are not here"; exit 0; fi; \
+	set -e; \
+	echo "== validation split (images the head never saw: the quality figure) =="; \
+	$(STUDIOLINE) eval classify --labels $(LABELS) --root $(SHARED_DATA) --split val \
+	  --out bench/results/classify_val.json --plot bench/results/classify_val_confusion.png; \
+	echo "== all labelled photos (includes the head's training images) =="; \
+	$(STUDIOLINE) eval classify --labels $(LABELS) --root $(SHARED_DATA) --split all \
+	  --out bench/results/classify.json --plot bench/results/classify_confusion.png
+
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
 	$(STUDIOLINE) demo $(DIR) --out out
 
 clean: ## remove the virtualenv, the model store and outputs
 	rm -rf $(VENV) .models out .pytest_cache
 
-.PHONY: help setup models proto proto-check lint test demo clean
+.PHONY: help setup models proto proto-check lint test train-classifier eval demo clean

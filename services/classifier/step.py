@@ -65,6 +65,11 @@ class Head:
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         return ops.head_probabilities(x, self.mean, self.std, self.weight, self.bias, self.temperature)
 
+    def logit_terms(self, x: np.ndarray) -> np.ndarray:
+        """Classes x inputs: each input's share (weight x standardised value) of each class's logit,
+        before the temperature, for one image's inputs x (D,); a row plus its bias is the logit."""
+        return self.weight * ((x - self.mean) / self.std)
+
 
 def describe(backbone, images: list[np.ndarray]) -> tuple[np.ndarray, list[dict[str, float]]]:
     """The head's inputs (N x (1280 + cues)) and the cues by name, for N >= 1 images, one backbone call."""
@@ -107,10 +112,11 @@ class ClassifierStep(BatchedStep):
                 results[i] = exc
             return results
         for row, i in enumerate(good):
-            results[i] = self._output(items[i].params, x[row : row + 1], cues[row])
+            results[i] = self.output(items[i].params, x[row : row + 1], cues[row])
         return results
 
-    def _output(self, params: ClassifierParams, x: np.ndarray, cues: dict[str, float]) -> StepOutput:
+    def output(self, params: ClassifierParams, x: np.ndarray, cues: dict[str, float]) -> StepOutput:
+        """The step's result for one image from its head inputs x (1 x D) and cues (see describe)."""
         head = self.heads[params.head_version]
         probs = head.probabilities(x)[0]
         best = int(probs.argmax())
