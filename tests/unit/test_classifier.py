@@ -14,7 +14,7 @@ import pytest
 from studioline.services.classifier import ops
 from studioline.services.classifier.params import ClassifierParams
 from studioline.services.classifier.step import HEAD_FILES, IMAGE_TYPES, ClassifierStep, Head
-from studioline.shared.config import PROJECT_ROOT, LimitSettings, Settings
+from studioline.shared.config import PROJECT_ROOT, LimitSettings
 from studioline.shared.errors import ImageRejected, InvalidParams, ModelMissing
 from studioline.shared.imageio import decode_image
 from studioline.shared.models import mobilenet
@@ -52,14 +52,6 @@ def sample(per_type: int, seed: int) -> list[tuple[str, str]]:
 
 def load(path: str) -> np.ndarray:
     return decode_image((DATA / path).read_bytes(), LimitSettings()).pixels
-
-
-@pytest.fixture(scope="module")
-def step():
-    s = ClassifierStep(Settings(), ModelStore(MODELS))
-    s.load()
-    yield s
-    s.close()
 
 
 # --- cues ---------------------------------------------------------------------------------------
@@ -165,7 +157,7 @@ def test_backbone_knows_shoes_when_it_sees_them():
 
 
 @needs_backbone
-def test_step_output_and_per_item_failures(step):
+def test_step_output_and_per_item_failures(classifier_step):
     image = np.full((300, 240, 3), 248, np.uint8)
     image[60:240, 60:180] = (20, 20, 20)
     rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
@@ -174,7 +166,7 @@ def test_step_output_and_per_item_failures(step):
         StepInput(image=np.zeros((10, 10), np.uint8), params=ClassifierParams()),  # not an image the step takes
         StepInput(image=rgba, params=ClassifierParams(include_cues=False)),
     ]
-    first, bad, third = step.run_batch(items)
+    first, bad, third = classifier_step.run_batch(items)
     assert isinstance(bad, ImageRejected)
     info = first.info
     assert first.images == []
@@ -185,14 +177,14 @@ def test_step_output_and_per_item_failures(step):
     assert set(info["cues"]) == set(ops.CUE_NAMES)
     assert "cues" not in third.info
     assert third.info["scores"] == pytest.approx(info["scores"], abs=1e-4)  # opaque RGBA = its RGB
-    assert step.run(items[0]).info["image_type"] == info["image_type"]
+    assert classifier_step.run(items[0]).info["image_type"] == info["image_type"]
 
 
 @needs_backbone
 @needs_data
-def test_accuracy_on_a_fixed_labelled_sample(step):
+def test_accuracy_on_a_fixed_labelled_sample(classifier_step):
     rows = sample(per_type=5, seed=0)
-    outputs = step.run_batch([StepInput(image=load(p), params=ClassifierParams()) for p, _ in rows])
+    outputs = classifier_step.run_batch([StepInput(image=load(p), params=ClassifierParams()) for p, _ in rows])
     predicted = [o.info["image_type"] for o in outputs]
     accuracy = np.mean([p == t for p, (_, t) in zip(predicted, rows)])
     wrong = [(path, t, p) for p, (path, t) in zip(predicted, rows) if p != t]

@@ -19,12 +19,11 @@ from studioline.services.classifier import ops
 from studioline.services.classifier.evaluate import evaluate_labels, read_label_rows, validation_rows
 from studioline.services.classifier.explain import explain_image
 from studioline.services.classifier.params import ClassifierParams
-from studioline.services.classifier.step import HEAD_FILES, IMAGE_TYPES, ClassifierStep, Head, describe
+from studioline.services.classifier.step import HEAD_FILES, IMAGE_TYPES, Head, describe
 from studioline.services.classifier.train import evaluate, labels_digest
 from studioline.shared.cli import main
 from studioline.shared.config import PROJECT_ROOT, Settings
 from studioline.shared.models import mobilenet
-from studioline.shared.models.store import ModelStore
 from studioline.shared.routing import Router
 from studioline.shared.step import StepInput, StepOutput
 
@@ -44,14 +43,6 @@ def packshot(h: int = 320, w: int = 240) -> np.ndarray:
     image = np.full((h, w, 3), 250, np.uint8)
     cv2.rectangle(image, (w // 4, h // 5), (3 * w // 4, 4 * h // 5), (40, 50, 90), -1)
     return image
-
-
-@pytest.fixture(scope="module")
-def step():
-    s = ClassifierStep(Settings(), ModelStore(MODELS))
-    s.load()
-    yield s
-    s.close()
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -201,20 +192,20 @@ def test_explain_names_the_chain_and_the_cues(tmp_path, capsys):
 
 
 @needs_backbone
-def test_explain_agrees_with_the_step_and_flags_low_confidence(step):
+def test_explain_agrees_with_the_step_and_flags_low_confidence(classifier_step):
     image = packshot()
     table = PROJECT_ROOT / "shared" / "routing.yaml"
-    e = explain_image(step, Router.from_file(table, 0.0, "fallback"), image)
-    info = step.run(StepInput(image=image, params=ClassifierParams())).info
+    e = explain_image(classifier_step, Router.from_file(table, 0.0, "fallback"), image)
+    info = classifier_step.run(StepInput(image=image, params=ClassifierParams())).info
     assert e["image_type"] == info["image_type"]
     assert e["scores"] == pytest.approx(info["scores"], abs=1e-6)
     # The logit terms reproduce the step's probabilities through the head's temperature.
-    head = step.heads["v1"]
+    head = classifier_step.heads["v1"]
     chosen = head.classes.index(e["image_type"])
-    x, _ = describe(step.backbone, [image])
+    x, _ = describe(classifier_step.backbone, [image])
     logits = head.logit_terms(x[0]).sum(axis=1) + head.bias
     assert logits[chosen] == pytest.approx(e["logit"]["total"], abs=1e-3)
     np.testing.assert_allclose(ops.softmax(logits / head.temperature), head.probabilities(x)[0], atol=1e-5)
-    strict = explain_image(step, Router.from_file(table, 1.0, "fallback"), image)
+    strict = explain_image(classifier_step, Router.from_file(table, 1.0, "fallback"), image)
     assert strict["needs_review"] and strict["chain"] == "fallback"
     assert not e["needs_review"] and e["chain"] != "fallback"
