@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	  test -x $(PY) || $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch comes from the CPU wheel pip finds on this machine; it only exports and trains models.
-	$(PY) -m pip install --quiet -e '.[dev,demo,train,eval]'
+	$(PY) -m pip install --quiet -e '.[dev,demo,train,eval,deploy]'
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv with the studioline command and everything the tests need
@@ -61,7 +61,10 @@ eval: models ## score the classifier on the labelled photos: bench/results/class
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
 	$(STUDIOLINE) demo $(DIR) --out out
 
+up: ## build the image and start the whole line with real Kafka and MinIO (docker compose; Grafana on :3000)
+	docker compose -f docker/docker-compose.yml up --build
+
 clean: ## remove the virtualenv, the model store and outputs
 	rm -rf $(VENV) .models out .pytest_cache
 
-.PHONY: help setup models proto proto-check lint test train-classifier eval demo clean
+.PHONY: help setup models proto proto-check lint test train-classifier eval demo up clean

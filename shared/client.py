@@ -28,15 +28,25 @@ def all_topics(settings) -> list[str]:
     return [k.topic("ingest"), k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in SERVICES]
 
 
-def create_kafka_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> None:
-    """Create topics with `partitions` partitions; topics that already exist are left as they are."""
+def create_kafka_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 3,
+    replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
+) -> None:
+    """Create topics with `partitions` partitions, `replication_factor` copies and topic
+    `configs` (e.g. retention.ms); topics that already exist are left as they are."""
     names = list(dict.fromkeys(names))
     if not names:
         return
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="studioline-admin")
     try:
         result = admin.create_topics(
-            {n: {"num_partitions": partitions, "replication_factor": 1} for n in names},
+            {
+                n: {"num_partitions": partitions, "replication_factor": replication_factor, "configs": configs or {}}
+                for n in names
+            },
             raise_errors=False,
         )
         for topic in result["topics"]:
@@ -49,8 +59,15 @@ def create_kafka_topics(bootstrap: str, names: Iterable[str], partitions: int = 
 
 
 def create_topics(settings, names: Iterable[str] | None = None) -> None:
-    """The line's topics (or `names`) with the configured partition count."""
-    create_kafka_topics(settings.kafka.bootstrap_servers, names or all_topics(settings), settings.kafka.partitions)
+    """The line's topics (or `names`) with the configured partitions, replication and retention."""
+    k = settings.kafka
+    create_kafka_topics(
+        k.bootstrap_servers,
+        names or all_topics(settings),
+        k.partitions,
+        k.replication_factor,
+        {"retention.ms": str(k.retention_ms)},
+    )
 
 
 def init_infrastructure(settings) -> None:

@@ -26,7 +26,11 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = "localhost:9092"
     topic_prefix: str = "studioline."
     group_prefix: str = "studioline-"
+    # Topic creation (`studioline init`): partitions bound a step's useful replicas; -1 keeps
+    # messages forever.
     partitions: int = Field(3, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
     # Records handed to a step at once; a step may process them as one batch.
     max_batch: int = Field(8, ge=1, le=1024)
     poll_timeout_ms: int = Field(500, ge=10)
