@@ -34,13 +34,16 @@ def create_kafka_topics(
     partitions: int = 3,
     replication_factor: int = 1,
     configs: dict[str, str] | None = None,
+    **client,
 ) -> None:
     """Create topics with `partitions` partitions, `replication_factor` copies and topic
-    `configs` (e.g. retention.ms); topics that already exist are left as they are."""
+    `configs` (e.g. retention.ms); topics that already exist are left as they are. `client`
+    adds kafka-python connection settings (security)."""
     names = list(dict.fromkeys(names))
     if not names:
         return
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="studioline-admin")
+    client.setdefault("bootstrap_servers", bootstrap.split(","))
+    admin = KafkaAdminClient(**client, client_id="studioline-admin")
     try:
         result = admin.create_topics(
             {
@@ -67,6 +70,7 @@ def create_topics(settings, names: Iterable[str] | None = None) -> None:
         k.partitions,
         k.replication_factor,
         {"retention.ms": str(k.retention_ms)},
+        **k.client_config(),
     )
 
 
@@ -85,7 +89,7 @@ class Submitter:
     def __init__(self, settings):
         self.settings = settings
         self.storage = Storage(settings.s3)
-        self.producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), acks="all")
+        self.producer = KafkaProducer(**settings.kafka.client_config(), acks="all")
 
     def upload(self, path: Path, key: str | None = None) -> tuple[str, str]:
         bucket = self.settings.s3.incoming_bucket
@@ -119,7 +123,7 @@ def collect_results(settings, job_ids: set[str], timeout_s: float, on_result=Non
     k = settings.kafka
     consumer = KafkaConsumer(
         k.topic("done"), k.topic("dlq"),
-        bootstrap_servers=k.bootstrap_servers.split(","),
+        **k.client_config(),
         group_id=f"{k.group_prefix}collector-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

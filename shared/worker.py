@@ -56,7 +56,7 @@ class _Work:
 def consumer_config(settings, group: str) -> dict:
     k = settings.kafka
     return dict(
-        bootstrap_servers=k.bootstrap_servers.split(","),
+        **k.client_config(),
         group_id=group,
         client_id=f"studioline-{WORKER_ID}",
         enable_auto_commit=False,
@@ -72,7 +72,7 @@ def consumer_config(settings, group: str) -> dict:
 def producer_config(settings) -> dict:
     k = settings.kafka
     return dict(
-        bootstrap_servers=k.bootstrap_servers.split(","),
+        **k.client_config(),
         client_id=f"studioline-{WORKER_ID}",
         acks="all",
         linger_ms=5,

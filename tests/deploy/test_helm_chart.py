@@ -181,6 +181,12 @@ def test_env_is_what_the_config_accepts(request, objs, tmp_path, monkeypatch):
         assert settings.service.grpc_port == int(plain["STUDIOLINE_SERVICE__GRPC_PORT"])
         expected_topics = {"default_objects": (1, 604800000), "prod_objects": (3, 259200000)}[objs]
         assert (settings.kafka.replication_factor, settings.kafka.retention_ms) == expected_topics
+        if objs == "prod_objects":  # SASL credentials come from the named Secret, never as values
+            assert settings.kafka.security_protocol == "SASL_SSL"
+            for key in ("STUDIOLINE_KAFKA__SASL_USERNAME", "STUDIOLINE_KAFKA__SASL_PASSWORD"):
+                assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "studioline-kafka-user"
+        else:
+            assert "STUDIOLINE_KAFKA__SASL_PASSWORD" not in env
         Router.from_settings(settings)  # raises on an invalid table
 
 

@@ -84,3 +84,17 @@ def test_environment_overrides_config(monkeypatch, tmp_path):
     monkeypatch.setenv("STUDIOLINE_KAFKA__MAX_BATCH", "0")
     with pytest.raises(Exception, match="max_batch"):
         Settings()
+
+
+def test_kafka_security_reaches_every_client(monkeypatch):
+    assert Settings().kafka.client_config() == {"bootstrap_servers": ["localhost:9092"], "security_protocol": "PLAINTEXT"}
+    monkeypatch.setenv("STUDIOLINE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("STUDIOLINE_KAFKA__SASL_USERNAME", "line")
+    monkeypatch.setenv("STUDIOLINE_KAFKA__SASL_PASSWORD", "s3cret")
+    k = Settings().kafka
+    assert "s3cret" not in repr(k)  # never printed with the settings
+    config = k.client_config()
+    assert config["sasl_plain_username"] == "line" and config["sasl_plain_password"] == "s3cret"
+    monkeypatch.setenv("STUDIOLINE_KAFKA__SECURITY_PROTOCOL", "SASL")
+    with pytest.raises(Exception, match="security_protocol"):
+        Settings()

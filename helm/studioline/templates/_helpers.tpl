@@ -100,6 +100,22 @@ in a service entry override the defaults (mergo treats those as "empty" and skip
   value: {{ .Values.kafka.replicationFactor | int | quote }}
 - name: STUDIOLINE_KAFKA__RETENTION_MS
   value: {{ .Values.kafka.retentionMs | int64 | quote }}
+- name: STUDIOLINE_KAFKA__SECURITY_PROTOCOL
+  value: {{ .Values.kafka.securityProtocol | quote }}
+{{- if .Values.kafka.existingSecret }}
+- name: STUDIOLINE_KAFKA__SASL_MECHANISM
+  value: {{ .Values.kafka.saslMechanism | quote }}
+- name: STUDIOLINE_KAFKA__SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.existingSecret }}
+      key: {{ .Values.kafka.usernameKey }}
+- name: STUDIOLINE_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.existingSecret }}
+      key: {{ .Values.kafka.passwordKey }}
+{{- end }}
 - name: STUDIOLINE_S3__ENDPOINT
   value: {{ .Values.s3.endpoint | quote }}
 - name: STUDIOLINE_S3__SECURE
