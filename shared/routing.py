@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 from google.protobuf.json_format import MessageToDict
-from google.protobuf.struct_pb2 import Struct
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from studioline.shared.errors import ConfigError, InvalidEvent, InvalidParams
+from studioline.shared.runtime import dict_to_struct
 from studioline.shared.step import WORKING_IMAGE_KIND, STEP_CLASSES, step_class
 from studioline.v1 import job_pb2
 
@@ -127,7 +127,5 @@ class Router:
             if planned.step in recipe.step_params:
                 params.update(MessageToDict(recipe.step_params[planned.step]))
             step_class(planned.step).parse_params(params)  # a bad recipe fails here, at ingest
-            struct = Struct()
-            struct.update(params)
-            slip.steps.add(step=planned.step, params=struct)
+            slip.steps.add(step=planned.step, params=dict_to_struct(params))
         return slip

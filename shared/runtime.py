@@ -107,13 +107,11 @@ def store_outputs(
     for out in outputs:
         key = artifact_key(tenant, source_sha256, step, key_basis, out.name)
         storage.put(bucket, key, out.data, out.content_type)
-        params = Struct()
-        params.update(out.params)
         artifacts.append(
             job_pb2.Artifact(
                 kind=out.kind,
                 step=step,
-                params=params,
+                params=dict_to_struct(out.params),
                 ref=job_pb2.ImageRef(
                     bucket=bucket,
                     key=key,
@@ -129,3 +127,9 @@ def store_outputs(
 
 def struct_to_dict(struct: Struct) -> dict:
     return MessageToDict(struct)
+
+
+def dict_to_struct(values: dict) -> Struct:
+    struct = Struct()
+    struct.update(values)
+    return struct

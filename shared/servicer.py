@@ -19,6 +19,7 @@ from studioline.shared.runtime import (
     StepRunner,
     check_same_size,
     decode_input,
+    dict_to_struct,
     encode_outputs,
     store_outputs,
     struct_to_dict,
@@ -77,8 +78,8 @@ class StepServicerBase:
         input_shas = [sha256_hex(data) for data in raw_inputs.values()]
         return StepInput(image=image, params=params, inputs=inputs), decoded.sha256, input_shas
 
-    def execute(self, request: steps_pb2.StepRequest, context) -> tuple[StepInput, StepOutput, dict]:
-        """Runs the step; returns its input, output and the basis of stored outputs' keys."""
+    def execute(self, request: steps_pb2.StepRequest, context) -> tuple[StepOutput, dict]:
+        """Runs the step; returns its output and the basis of stored outputs' keys."""
         try:
             item, source_sha, input_shas = self._step_input(request)
             (result,), per_item = self.runner.run([item], source="grpc")
@@ -86,7 +87,7 @@ class StepServicerBase:
                 raise result
             IMAGES.labels(self.step_cls.name, "grpc", "ok").inc()
             basis = {"params": item.params.model_dump(mode="json"), "inputs": [source_sha, *input_shas]}
-            return item, result, basis
+            return result, basis
         except Exception as exc:
             IMAGES.labels(self.step_cls.name, "grpc", "error").inc()
             self._abort(context, exc)
@@ -103,7 +104,7 @@ class StepServicerBase:
 
     def handle(self, request: steps_pb2.StepRequest, context) -> steps_pb2.StepReply:
         start = time.perf_counter()
-        item, result, basis = self.execute(request, context)
+        result, basis = self.execute(request, context)
         reply = steps_pb2.StepReply()
         try:
             encoded = encode_outputs(result)
@@ -115,23 +116,14 @@ class StepServicerBase:
                     reply.outputs.add(kind=out.kind, params=art.params, ref=art.ref, content_type=out.content_type,
                                       width=out.width, height=out.height)
             else:
-                for out, art in zip(encoded, _params_structs(encoded)):
-                    reply.outputs.add(kind=out.kind, params=art, data=out.data, content_type=out.content_type,
-                                      width=out.width, height=out.height)
+                for out in encoded:
+                    reply.outputs.add(kind=out.kind, params=dict_to_struct(out.params), data=out.data,
+                                      content_type=out.content_type, width=out.width, height=out.height)
             reply.info.update(_jsonable(result.info))
         except Exception as exc:
             self._abort(context, exc)
         reply.ms = (time.perf_counter() - start) * 1000
         return reply
-
-
-def _params_structs(encoded):
-    from google.protobuf.struct_pb2 import Struct
-
-    for out in encoded:
-        s = Struct()
-        s.update(out.params)
-        yield s
 
 
 def _jsonable(value):

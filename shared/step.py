@@ -138,6 +138,18 @@ class BatchedStep(Step):
         """Processes a batch; one failing item never fails the others."""
 
 
+def fit_mask(mask: np.ndarray, shape: tuple[int, int], step: str, kind: str = "mask") -> np.ndarray:
+    """A step's HxW uint8 mask input at the image's size (a mask kept at a model's working
+    size is resized; the runtime itself rejects mismatched artifacts before a step runs)."""
+    import cv2
+
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise PermanentError(f"{step} needs an HxW uint8 {kind}, got {mask.shape} {mask.dtype}")
+    if mask.shape != shape:
+        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return mask
+
+
 def _warmup_input(kind: str, image: np.ndarray) -> np.ndarray:
     mask = np.zeros(image.shape[:2], np.uint8)
     mask[64:192, 80:176] = 255

@@ -13,7 +13,7 @@ class ClassifierServicer(StepServicerBase, steps_pb2_grpc.ClassifierServicer):
 
     def Classify(self, request, context):
         start = time.perf_counter()
-        _, result, _ = self.execute(request, context)
+        result, _ = self.execute(request, context)
         classification = classification_message(result.info)
         decision = self.router.decide(classification.image_type, classification.confidence)
         classification.needs_review = decision.needs_review

@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
 from studioline.services.inpainter import ops
 from studioline.services.inpainter.params import InpainterParams
 from studioline.shared.errors import InvalidParams, MissingInput, PermanentError
-from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
-
-
-def _mask(mask: np.ndarray, shape: tuple[int, int], kind: str) -> np.ndarray:
-    if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise PermanentError(f"inpainter needs an HxW uint8 {kind}, got {mask.shape} {mask.dtype}")
-    if mask.shape != shape:
-        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return mask
+from studioline.shared.step import OutputImage, Step, StepInput, StepOutput, fit_mask
 
 
 class InpainterStep(Step):
@@ -46,7 +37,7 @@ class InpainterStep(Step):
         shape = image.shape[:2]
         start = time.perf_counter()
         if "fill_mask" in item.inputs:
-            fill = np.where(_mask(item.inputs["fill_mask"], shape, "fill_mask") >= 128, 255, 0).astype(np.uint8)
+            fill = np.where(fit_mask(item.inputs["fill_mask"], shape, self.name, "fill_mask") >= 128, 255, 0).astype(np.uint8)
             source = "fill_mask"
         elif params.mode == "mask":
             raise MissingInput("inpainter mode=mask needs a fill_mask, which the job does not carry")
@@ -54,7 +45,7 @@ class InpainterStep(Step):
             obj = item.inputs.get("mask")
             fill = ops.detect_specks(
                 image,
-                None if obj is None else _mask(obj, shape, "mask"),
+                None if obj is None else fit_mask(obj, shape, self.name),
                 sensitivity=params.sensitivity,
                 max_speck_width=params.max_speck_width,
                 max_speck_area=params.max_speck_area,

@@ -9,29 +9,18 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
 from studioline.services.matting import ops
 from studioline.services.matting.params import MattingParams
 from studioline.shared.errors import PermanentError
-from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
+from studioline.shared.step import OutputImage, Step, StepInput, StepOutput, fit_mask
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
         raise PermanentError(f"matting needs an HxWx3 or HxWx4 uint8 image, got {image.shape} {image.dtype}")
     return np.ascontiguousarray(image[..., :3])
-
-
-def _mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if mask.ndim != 2:
-        raise PermanentError(f"matting needs an HxW mask, got shape {mask.shape}")
-    if mask.dtype != np.uint8:
-        raise PermanentError(f"matting needs a uint8 mask, got {mask.dtype}")
-    if mask.shape != shape:  # e.g. a mask kept at the segmenter's working size
-        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return mask
 
 
 class MattingStep(Step):
@@ -44,7 +33,7 @@ class MattingStep(Step):
         params: MattingParams = item.params
         self.check_inputs(item.inputs)
         image = _rgb(item.image)
-        mask = _mask(item.inputs["mask"], image.shape[:2])
+        mask = fit_mask(item.inputs["mask"], image.shape[:2], self.name)
         start = time.perf_counter()
         matte = ops.cutout(
             image,
