@@ -48,7 +48,7 @@ train-classifier: models ## retrain the classifier head (seed 0) from tests/data
 	$(PY) -m studioline.services.classifier.train --csv $(LABELS) --data-root $(SHARED_DATA) \
 	  --out services/classifier/head_v1.npz --seed 0
 
-eval: models ## score the classifier on the labelled photos: bench/results/classify*.json and *_confusion.png
+eval: models ## score the classifier, segmenter and matting on ../shared/data: bench/results/{classify*,quality}.json, out/quality/index.html
 	@if [ ! -d $(SHARED_DATA) ]; then echo "eval skipped: the labelled photos ($(SHARED_DATA)) are not here"; exit 0; fi; \
 	set -e; \
 	echo "== validation split (images the head never saw: the quality figure) =="; \
@@ -56,7 +56,9 @@ eval: models ## score the classifier on the labelled photos: bench/results/class
 	  --out bench/results/classify_val.json --plot bench/results/classify_val_confusion.png; \
 	echo "== all labelled photos (includes the head's training images) =="; \
 	$(STUDIOLINE) eval classify --labels $(LABELS) --root $(SHARED_DATA) --split all \
-	  --out bench/results/classify.json --plot bench/results/classify_confusion.png
+	  --out bench/results/classify.json --plot bench/results/classify_confusion.png; \
+	echo "== cut-out quality: every set with ground truth (the worst images: out/quality/index.html) =="; \
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/quality.py --out bench/results/quality.json --report out/quality
 
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
 	$(STUDIOLINE) demo $(DIR) --out out

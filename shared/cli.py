@@ -44,6 +44,37 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     c.add_argument("--out", type=Path, help="also write the result, with measured_at, to this JSON file")
     c.add_argument("--plot", type=Path, help="also draw the confusion matrix to this PNG (needs the eval extra)")
+    g = esub.add_parser("segment", help="score the segmenter against ground-truth masks (files matched by name stem)")
+    g.add_argument("--images", type=Path, required=True, help="folder of photos")
+    g.add_argument("--masks", type=Path, required=True, help="folder of ground-truth masks")
+    g.add_argument("--mask-threshold", type=int, default=128,
+                   help="mask values at or above it are foreground (1: any label of a parsing map)")
+    g.add_argument("--model", help="segmenter model (default: what the router plans for --type, or for the found type)")
+    g.add_argument("--type", dest="image_type", help="image type whose routed segmenter parameters to use")
+    g.add_argument("--save", type=Path, help="also write each result mask as <stem>.png into this folder")
+    g.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    m = esub.add_parser("matte", help="score the alpha solver against ground-truth mattes (files matched by name stem)")
+    m.add_argument("--images", type=Path, required=True, help="folder of photos")
+    m.add_argument("--trimaps", type=Path, required=True, help="folder of trimaps (0 background, 255 foreground)")
+    m.add_argument("--alphas", type=Path, required=True, help="folder of ground-truth alpha mattes")
+    m.add_argument("--method", help="alpha solver (default: the matting step's)")
+    m.add_argument("--save", type=Path, help="also write each solved alpha as <stem>.png into this folder")
+    m.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+
+    k = esub.add_parser("compose", help="try-on: put each pair's garment on its person, score against the real photo")
+    k.add_argument("--pairs", type=Path, required=True, help="lines 'X_0.jpg X_1.jpg': person (image/) and garment (cloth/)")
+    k.add_argument("--root", type=Path, required=True, help="folder with image/, cloth/, cloth-mask/, image-parse/")
+    k.add_argument("--limit", type=int, help="only the first N pairs")
+    k.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    k.add_argument("--out", type=Path, help="also write the result, with measured_at, to this JSON file")
+    k.add_argument("--sheet", type=Path, help="also write a contact sheet of 24 pairs (person, garment, ours, real, baseline)")
+
+    p = sub.add_parser("templates", help="try-on model templates in the templates bucket")
+    tsub = p.add_subparsers(dest="templates_command", required=True)
+    t = tsub.add_parser("add", help="prepare a model photo once (pose, person mask, garment region) and store it")
+    t.add_argument("photo", type=Path)
+    t.add_argument("--id", dest="template_id", help="template id (default: the photo's file stem)")
+    tsub.add_parser("list", help="list the stored template ids")
 
     p = sub.add_parser("explain", help="classify one photo: type, confidence, the chain it takes and the cues why")
     p.add_argument("image", type=Path)
@@ -70,6 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         return _submit(args)
     if args.command == "models":
         return _models(args)
+    if args.command == "eval" and args.eval_command == "segment":
+        return _eval_segment(args)
+    if args.command == "eval" and args.eval_command == "matte":
+        return _eval_matte(args)
+    if args.command == "eval" and args.eval_command == "compose":
+        from studioline.services.catalog_generator.evaluate import eval_compose_command
+
+        return eval_compose_command(args)
+    if args.command == "templates":
+        from studioline.services.catalog_generator.templates import templates_command
+
+        return templates_command(args)
     if args.command == "eval":
         return _eval_classify(args)
     if args.command == "explain":
@@ -129,6 +172,38 @@ def _eval_classify(args) -> int:
         args.out.write_text(json.dumps(evaluate.with_timestamp(report), indent=1) + "\n")
     if args.plot and report["n"]:
         evaluate.plot_confusion(report, args.plot)
+    print(json.dumps(report) if args.json else evaluate.format_table(report))
+    return 0 if report["n"] else 1
+
+
+def _eval_segment(args) -> int:
+    from studioline.services.segmenter import evaluate
+    from studioline.shared.errors import ConfigError, InvalidParams, ModelMissing
+
+    def report_skipped(name: str, reason: str) -> None:
+        print(f"skipped: {name}: {reason}", file=sys.stderr)
+
+    try:
+        report = evaluate.evaluate_segment(
+            args.images, args.masks, mask_threshold=args.mask_threshold, model=args.model,
+            image_type=args.image_type, save_dir=args.save, on_skip=report_skipped,
+        )
+    except (OSError, ValueError, ConfigError, InvalidParams, ModelMissing) as exc:
+        print(f"studioline eval segment: {exc}", file=sys.stderr)
+        return 2
+    summary = {k: v for k, v in report.items() if k != "images"}
+    print(json.dumps(summary) if args.json else evaluate.format_table(report))
+    return 0 if report["n"] else 1
+
+
+def _eval_matte(args) -> int:
+    from studioline.services.matting import evaluate
+
+    try:
+        report = evaluate.evaluate_matte(args.images, args.trimaps, args.alphas, method=args.method, save_dir=args.save)
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError (a bad --method) is a ValueError
+        print(f"studioline eval matte: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(report) if args.json else evaluate.format_table(report))
     return 0 if report["n"] else 1
 

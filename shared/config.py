@@ -79,6 +79,8 @@ class S3Settings(BaseModel):
     incoming_bucket: str = "incoming"
     artifacts_bucket: str = "artifacts"
     models_bucket: str = "models"
+    # Model templates for the catalog generator's try-on: <id>/photo.jpg, person.png, region.png, template.json.
+    templates_bucket: str = "templates"
 
 
 class LimitSettings(BaseModel):
@@ -113,18 +115,29 @@ class ServiceSettings(BaseModel):
     shutdown_grace_s: float = Field(20.0, ge=0)
 
 
+class BatchingSettings(BaseModel):
+    """The service's dynamic batcher (as Triton's): Kafka and gRPC work is gathered into one
+    batch of up to max_batch_size images, waiting at most max_queue_delay_ms after the oldest
+    queued image for more to arrive; interactive gRPC requests go ahead of bulk Kafka work."""
+
+    max_batch_size: int = Field(8, ge=1, le=256)
+    # 0 dispatches whatever is queued at once (Triton's default); on a GPU a few ms fill batches.
+    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000)
+
+
 class ModelSettings(BaseModel):
     dir: Path = PROJECT_ROOT / ".models"
     # onnxruntime threads per session; 0 lets onnxruntime decide.
     intra_op_threads: int = Field(2, ge=0)
-    # "auto" uses CUDA when onnxruntime sees it, else the CPU.
+    # "auto" uses CUDA when onnxruntime sees it, else the CPU; "tensorrt" puts onnxruntime's
+    # TensorRT provider before CUDA (engines are built on first use of each batch shape).
     device: str = "auto"
 
     @field_validator("device")
     @classmethod
     def _known_device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda"):
-            raise ValueError("device must be auto, cpu or cuda")
+        if v not in ("auto", "cpu", "cuda", "tensorrt"):
+            raise ValueError("device must be auto, cpu, cuda or tensorrt")
         return v
 
 
@@ -137,6 +150,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     routing: RoutingSettings = RoutingSettings()
     service: ServiceSettings = ServiceSettings()
+    batching: BatchingSettings = BatchingSettings()
     models: ModelSettings = ModelSettings()
     tenant: str = "default"
     log_level: str = "INFO"

@@ -1,45 +1,138 @@
-"""What the Kafka loop and the gRPC servicers share: running a step on decoded images under
-one lock, and turning step outputs into stored artifacts."""
+"""What the Kafka loop and the gRPC servicers share: the dynamic batcher that runs a step on
+decoded images, and turning step outputs into stored artifacts."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
+from studioline.shared.config import BatchingSettings
 from studioline.shared.errors import PermanentError
 from studioline.shared.events import artifact_key
 from studioline.shared.imageio import CONTENT_TYPES, DecodedImage, decode_image, decode_mask, encode_image, sha256_hex
-from studioline.shared.metrics import BATCH_SIZE, STEP_SECONDS
+from studioline.shared.metrics import BATCH_SIZE, QUEUE_SECONDS, STEP_SECONDS
 from studioline.shared.step import Step, StepInput, StepOutput
 from studioline.v1 import job_pb2
+
+log = logging.getLogger(__name__)
 
 # Artifact kinds read as one-channel masks; everything else is decoded as RGB(A).
 MASK_KINDS = {"mask", "fill_mask"}
 
 
-class StepRunner:
-    """Runs a loaded step for whichever front end asks. The lock keeps one batch on the model
-    at a time: on a CPU the cores are already busy, and a GPU batcher takes its place later."""
+# Lower runs first: a person waiting on a gRPC call goes ahead of catalogue work from Kafka.
+PRIORITY = {"grpc": 0, "kafka": 1}
 
-    def __init__(self, step: Step):
+
+@dataclass(order=True)
+class _Queued:
+    priority: int
+    seq: int
+    item: StepInput = field(compare=False)
+    source: str = field(compare=False)
+    future: Future = field(compare=False)
+    enqueued: float = field(compare=False)
+
+
+class StepRunner:
+    """The service's dynamic batcher, shared by the Kafka loop and the gRPC front.
+
+    Callers hand in items and block on their results; one thread gathers what is queued into a
+    batch of up to `max_batch_size` items (interactive gRPC items first, then Kafka items, each
+    in arrival order), waiting at most `max_queue_delay_ms` after the oldest queued item for the
+    batch to fill, and runs it through `step.run_batch`. One batch is on the model at a time."""
+
+    def __init__(self, step: Step, batching: BatchingSettings | None = None):
         self.step = step
-        self._lock = threading.Lock()
+        self.batching = batching or getattr(step.settings, "batching", None) or BatchingSettings()
+        self._queue: list[_Queued] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{step.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list[StepInput], source: str) -> list[Future]:
+        """Queues items; each future resolves to a StepOutput or the item's exception and
+        carries the compute seconds per item of its batch as `future.per_item_s`."""
+        now = time.perf_counter()
+        queued = [_Queued(PRIORITY[source], next(self._seq), item, source, Future(), now) for item in items]
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self.step.name} is shutting down")
+            for q in queued:
+                heapq.heappush(self._queue, q)
+            self._cond.notify()
+        return [q.future for q in queued]
 
     def run(self, items: list[StepInput], source: str) -> tuple[list[StepOutput | Exception], float]:
-        """Returns the per-item results and the compute seconds per item."""
-        with self._lock:
-            start = time.perf_counter()
-            results = self.step.run_batch(items)
-            per_item = (time.perf_counter() - start) / max(len(items), 1)
-        BATCH_SIZE.labels(self.step.name).observe(len(items))
-        for _ in items:
-            STEP_SECONDS.labels(self.step.name, source).observe(per_item)
+        """Runs items through the batcher; returns per-item results and the mean compute
+        seconds per item of the batches they ran in."""
+        futures = self.submit(items, source)
+        results = [f.result() for f in futures]
+        per_item = sum(f.per_item_s for f in futures) / max(len(futures), 1)
         return results, per_item
+
+    def close(self) -> None:
+        """Finishes what is queued, then stops the batching thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _next_batch(self) -> list[_Queued] | None:
+        limit = self.batching.max_batch_size
+        delay = self.batching.max_queue_delay_ms / 1000
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            oldest = min(q.enqueued for q in self._queue)
+            while len(self._queue) < limit and not self._closed:
+                left = oldest + delay - time.perf_counter()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return [heapq.heappop(self._queue) for _ in range(min(limit, len(self._queue)))]
+
+    def _loop(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            start = time.perf_counter()
+            results = self._run_batch([q.item for q in batch])
+            per_item = (time.perf_counter() - start) / len(batch)
+            BATCH_SIZE.labels(self.step.name).observe(len(batch))
+            for q, result in zip(batch, results):
+                QUEUE_SECONDS.labels(self.step.name, q.source).observe(start - q.enqueued)
+                STEP_SECONDS.labels(self.step.name, q.source).observe(per_item)
+                q.future.per_item_s = per_item
+                q.future.set_result(result)
+
+    def _run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
+        try:
+            results = self.step.run_batch(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"{self.step.name}.run_batch returned {len(results)} results for {len(items)} items")
+            return results
+        except Exception:  # a bug in a step's batch code: one item at a time keeps the others going
+            log.exception("run_batch failed; running the batch's items one by one", extra={"step": self.step.name})
+            return [self._run_one(item) for item in items]
+
+    def _run_one(self, item: StepInput) -> StepOutput | Exception:
+        try:
+            (result,) = self.step.run_batch([item])
+            return result
+        except Exception as exc:
+            return exc
 
 
 def decode_input(kind: str, data: bytes, limits) -> np.ndarray:

@@ -116,6 +116,7 @@ def serve(service: str) -> None:
         worker_thread.join()
     if server is not None:
         server.stop(settings.service.shutdown_grace_s).wait()
+    runner.close()
     step.close()
     log.info("stopped")
     if crashed.is_set():

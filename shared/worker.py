@@ -256,6 +256,10 @@ class KafkaWorker:
         )
         job.artifacts.extend(artifacts)
         job.timings.add(step=self.name, ms=per_item_s * 1000, queue_ms=queue_ms, worker=WORKER_ID)
+        if "quality" in output.info:
+            job.quality.add(step=self.name, score=output.info["quality"], note=output.info.get("quality_note", ""))
+        if output.info.get("needs_review"):
+            job.classification.needs_review = True
         if self.name == "classifier":
             self._route(job, output.info)
         else:

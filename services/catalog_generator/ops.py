@@ -125,3 +125,32 @@ def compose(
     roi[:] = roi * (1.0 - scaled[..., 3:]) + scaled[..., :3]  # premultiplied "over"
     canvas[ry0:ry1, rx0:rx1] = (region * 255.0 + 0.5).astype(np.uint8)
     return canvas, (x0, y0, tw, th)
+
+
+def cutout_rgb_alpha(cutout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An RGBA cut-out as its RGB and alpha, checked (try-on's garment input)."""
+    if cutout.ndim != 3 or cutout.shape[2] != 4 or cutout.dtype != np.uint8:
+        raise PermanentError(f"catalog-generator needs an HxWx4 uint8 RGBA cut-out, got {cutout.shape} {cutout.dtype}")
+    if alpha_bbox(cutout[..., 3]) is None:
+        raise PermanentError("catalog-generator: the cut-out's alpha channel is empty, so there is no garment to put on")
+    return np.ascontiguousarray(cutout[..., :3]), np.ascontiguousarray(cutout[..., 3])
+
+
+def fit_on_canvas(image: np.ndarray, canvas_size: tuple[int, int], background: tuple[int, int, int]) -> np.ndarray:
+    """The whole RGB image scaled to fit a (W, H) canvas of the background colour, centred."""
+    width, height = canvas_size
+    h, w = image.shape[:2]
+    s = min(width / w, height / h)
+    tw, th = max(1, round(w * s)), max(1, round(h * s))
+    scaled = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = background
+    x0, y0 = (width - tw) // 2, (height - th) // 2
+    canvas[y0 : y0 + th, x0 : x0 + tw] = scaled
+    return canvas
+
+
+def replace_backdrop(photo: np.ndarray, person: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """The photo with everything but the person (soft mask in [0, 1]) turned to the colour."""
+    a = np.clip(person, 0.0, 1.0)[..., None]
+    return (photo * a + np.float32(background) * (1.0 - a) + 0.5).astype(np.uint8)

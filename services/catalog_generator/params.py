@@ -25,6 +25,36 @@ class CatalogGeneratorParams(StepParams):
     # Darkening at the shadow's core (0 = none, 1 = black).
     shadow_opacity: float = Field(0.4, ge=0.0, le=1.0)
     format: Literal["jpeg", "png"] = "jpeg"
+    # Try-on mode: put the garment (the job's image and cut-out) on these model templates (ids in
+    # the templates bucket, see `studioline templates add`) instead of a plain background.
+    template_ids: list[str] = Field(default_factory=list, max_length=8)
+    # Try-on: how much of the model photo's folds and light to carry onto the garment (0 = none).
+    shading: float = Field(0.5, ge=0.0, le=1.0)
+    # Try-on: extra colourways of the garment, as hue rotations in degrees (0 is always made).
+    colourways: list[float] = Field(default_factory=list, max_length=6)
+    # Try-on: the model photo's backdrop replaced by `background` (from the person mask).
+    replace_background: bool = False
+    # Try-on with several templates: one contact sheet of the garment across them.
+    contact_sheet: bool = True
+
+    @field_validator("template_ids")
+    @classmethod
+    def _template_ids(cls, v: list[str]) -> list[str]:
+        from studioline.services.catalog_generator.templates import TEMPLATE_ID
+
+        bad = [t for t in v if not TEMPLATE_ID.match(t)]
+        if bad:
+            raise ValueError(f"template ids {bad}: use 1-64 letters, digits, '.', '_' or '-'")
+        if len(set(v)) != len(v):
+            raise ValueError("template_ids must not repeat")
+        return v
+
+    @field_validator("colourways")
+    @classmethod
+    def _colourways(cls, v: list[float]) -> list[float]:
+        if any(not -360.0 < h < 360.0 or h == 0 for h in v):
+            raise ValueError("colourways are non-zero hue rotations between -360 and 360 degrees")
+        return v
 
     @field_validator("sizes", mode="before")
     @classmethod

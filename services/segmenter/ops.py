@@ -281,3 +281,27 @@ def implausible(
     if result.border_touch > max_touch:
         return f"the classical mask covers {result.border_touch:.2f} of the image border"
     return None
+
+
+def mask_quality(prob: np.ndarray, *, threshold: float = 0.5, work_side: int = 320) -> tuple[float, str]:
+    """A 0..1 estimate of how far to trust a foreground probability map, and what lowered it.
+
+    Measured at `work_side` px on the long side (the networks' own scale) so it does not depend
+    on the image's size: an empty or frame-filling mask scores 0 (area sanity); otherwise the
+    score is the map's mean confidence |2p - 1| over the pixels it does not call plain
+    background. A network that is sure of its cut gives a thin uncertain rim (score near 1); a
+    wide band of middling values means it could not tell the object from the background.
+    """
+    h, w = prob.shape[:2]
+    scale = min(1.0, work_side / max(h, w))
+    small = prob
+    if scale < 1.0:
+        small = cv2.resize(prob, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    fraction = float((small >= threshold).mean())
+    if fraction < 0.002:
+        return 0.0, f"mask nearly empty ({fraction:.3f} of the image)"
+    if fraction > 0.98:
+        return 0.0, f"mask covers {fraction:.2f} of the image"
+    seen = small > 0.05
+    score = float(np.abs(2.0 * small[seen] - 1.0).mean())
+    return score, "" if score >= 0.9 else f"{1 - score:.2f} of the mask is uncertain"

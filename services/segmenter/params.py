@@ -9,10 +9,22 @@ from pydantic import Field
 from studioline.shared.step import StepParams
 
 
+NetworkName = Literal["u2netp", "u2net", "isnet"]
+
+
 class SegmenterParams(StepParams):
     # auto: the classical segmenter when the background is plain and its mask looks right,
-    # else U2Netp. u2net is the larger, slower model, loaded on first use.
-    model: Literal["auto", "u2netp", "u2net", "classical"] = "auto"
+    # else `network`. u2net (larger, slower) and isnet (1024 px, best edges; the opt-in isnet
+    # model pack) are loaded on first use.
+    model: Literal["auto", "u2netp", "u2net", "isnet", "classical"] = "auto"
+    # The network "auto" falls back to.
+    network: NetworkName = "u2netp"
+    # Quality score (info "quality", 0..1) under which the step runs `escalate_to` on the image
+    # and keeps that model's mask; 0 never escalates.
+    escalate_below: float = Field(0.0, ge=0.0, le=1.0)
+    escalate_to: NetworkName = "isnet"
+    # Quality under which the final mask is flagged for review (info "needs_review").
+    review_below: float = Field(0.0, ge=0.0, le=1.0)
     # Foreground probability at which a pixel counts as product (clean-up, hard masks, info).
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     # True: soft edges (0..255); False: a hard 0/255 mask.

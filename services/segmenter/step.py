@@ -1,7 +1,10 @@
 """The segmenter step: a soft foreground mask of the product (or person) in the image.
 
 "auto" takes the classical segmenter on plain studio backgrounds when its mask passes the
-plausibility checks (it is exact there, and costs no model run), and U2Netp otherwise.
+plausibility checks (it is exact there, and costs no model run), and the `network` otherwise.
+Every mask gets a quality score (ops.mask_quality) in its info; below `escalate_below` the image
+is run again through the stronger `escalate_to` model inside the same step, and a final score
+below `review_below` sets info "needs_review", which the worker copies onto the job.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from studioline.services.segmenter import ops
 from studioline.services.segmenter.params import SegmenterParams
 from studioline.shared.errors import ImageRejected
 from studioline.shared.models.base import Model
+from studioline.shared.models.isnet import ISNet
 from studioline.shared.models.u2net import U2Net, U2Netp
 from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
 
 DEFAULT_MODEL = U2Netp.name
-MODELS = (U2Netp.name, U2Net.name)
+MODELS = (U2Netp.name, U2Net.name, ISNet.name)
 
 
 @dataclass
@@ -29,6 +33,7 @@ class _Plan:
     rgb: np.ndarray
     prob: np.ndarray | None = None  # float32 HxW in [0, 1], once known
     model: str | None = None  # the model still to run, if any
+    first_prob: np.ndarray | None = None  # the mask before escalating, kept in case that fails
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,13 +74,25 @@ class SegmenterStep(BatchedStep):
             return model
 
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
-        """Plans every item, runs each model once over the items that need it, then finishes."""
+        """Plans every item, runs each model once over the items that need it, escalates the
+        items whose mask scores low to the stronger model (again one run per model), then finishes."""
         plans: list[_Plan | Exception] = []
         for item in items:
             try:
                 plans.append(self._plan(item))
             except Exception as exc:  # reported per item by the caller
                 plans.append(exc)
+        self._run_models(plans)
+        for plan in plans:
+            if isinstance(plan, _Plan):
+                self._assess(plan)
+        self._run_models(plans)
+        for plan in plans:
+            if isinstance(plan, _Plan) and plan.info.get("escalated") and "quality" not in plan.info:
+                self._assess(plan)
+        return [p if isinstance(p, Exception) else self._finish(p) for p in plans]
+
+    def _run_models(self, plans: list[_Plan | Exception]) -> None:
         for name in MODELS:
             todo = [i for i, p in enumerate(plans) if isinstance(p, _Plan) and p.model == name]
             if not todo:
@@ -84,11 +101,43 @@ class SegmenterStep(BatchedStep):
                 probs = self._model(name).predict([plans[i].rgb for i in todo])
             except Exception as exc:
                 for i in todo:
-                    plans[i] = exc
+                    plan = plans[i]
+                    if plan.first_prob is None:
+                        plans[i] = exc
+                        continue
+                    # The stronger model is a bonus (isnet is an opt-in pack): keep the first mask.
+                    plan.prob, plan.model = plan.first_prob, None
+                    plan.info["path"] = plan.info["escalated"]["from"]
+                    plan.info["escalation_failed"] = f"{type(exc).__name__}: {exc}"
                 continue
             for i, prob in zip(todo, probs):
                 plans[i].prob = prob
-        return [p if isinstance(p, Exception) else self._finish(p) for p in plans]
+                plans[i].model = None
+
+    def _assess(self, plan: _Plan) -> None:
+        """Scores the plan's mask; a low score on a first try sends it to the stronger model."""
+        params = plan.params
+        if plan.info["path"] == "alpha":
+            plan.info["quality"] = 1.0
+            return
+        score, note = ops.mask_quality(plan.prob, threshold=params.threshold)
+        if plan.info.get("warning"):  # a classical mask kept although it failed a plausibility check
+            score, note = min(score, 0.5), plan.info["warning"]
+        escalate = (
+            score < params.escalate_below
+            and not plan.info.get("escalated")
+            and plan.info["path"] != params.escalate_to
+        )
+        if escalate:
+            plan.info["escalated"] = {"from": plan.info["path"], "quality": round(score, 3), "note": note}
+            plan.info["path"] = plan.model = params.escalate_to
+            plan.first_prob, plan.prob = plan.prob, None
+            return
+        plan.info["quality"] = round(score, 3)
+        if note:
+            plan.info["quality_note"] = note
+        if score < params.review_below:
+            plan.info["needs_review"] = True
 
     def _plan(self, item: StepInput) -> _Plan:
         params: SegmenterParams = item.params
@@ -123,8 +172,7 @@ class SegmenterStep(BatchedStep):
             plan.info["fallback"] = reason
         else:
             plan.info["fallback"] = "background not plain"
-        plan.model = DEFAULT_MODEL
-        plan.info["path"] = DEFAULT_MODEL
+        plan.model = plan.info["path"] = params.network
         return plan
 
     def _finish(self, plan: _Plan) -> StepOutput:

@@ -7,6 +7,7 @@ that names the command that installs it.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from studioline.shared.models.store import ModelStore
 
+log = logging.getLogger(__name__)
 _REGISTRY: dict[str, type["Model"]] = {}
 
 
@@ -64,6 +66,9 @@ class OnnxModel(Model):
     """A model served by onnxruntime: CUDA when present and asked for, else the CPU."""
 
     session = None
+    # Files exported with the batch fixed at 1 get a symbolic batch axis on load, so a batch
+    # runs as one call (needs the onnx package; without it batches run one image at a time).
+    make_batch_dynamic: ClassVar[bool] = False
 
     def load(self) -> None:
         import onnxruntime as ort
@@ -72,15 +77,41 @@ class OnnxModel(Model):
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        path = self.store.path(self.files[0])
+        graph = with_dynamic_batch(path) if self.make_batch_dynamic else None
         self.session = ort.InferenceSession(
-            str(self.store.path(self.files[0])), sess_options=opts, providers=onnx_providers(self.device)
+            graph or str(path), sess_options=opts, providers=onnx_providers(self.device)
         )
         self.input_name = self.session.get_inputs()[0].name
+        self.dynamic_batch = not isinstance(self.session.get_inputs()[0].shape[0], int)
+        # On the CPU a stacked batch is no faster per image than a loop (the cores are busy
+        # either way) and needs more memory; accelerators are fed whole batches.
+        on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
+        self.stack_batches = self.dynamic_batch and not on_cpu
         self.loaded = True
 
     def close(self) -> None:
         self.session = None
         super().close()
+
+
+def with_dynamic_batch(path) -> bytes | None:
+    """The ONNX graph at `path` with its inputs' and outputs' first axis made symbolic, or None
+    where it already is (or the onnx package is not installed)."""
+    try:
+        import onnx
+    except ImportError:
+        log.warning("onnx is not installed: %s keeps its fixed batch of 1", path)
+        return None
+    model = onnx.load(str(path))
+    first_axes = [v.type.tensor_type.shape.dim[0] for v in [*model.graph.input, *model.graph.output]]
+    if not any(axis.HasField("dim_value") for axis in first_axes):
+        return None
+    for axis in first_axes:
+        axis.dim_param = "batch"
+    # Inferred shapes of inner tensors carry the old batch; onnxruntime infers them again.
+    del model.graph.value_info[:]
+    return model.SerializeToString()
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -90,9 +121,12 @@ def onnx_providers(device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in available and _cuda_usable():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        raise RuntimeError("device=cuda asked for, but onnxruntime cannot use CUDA on this machine")
+        gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device == "tensorrt" and "TensorrtExecutionProvider" in available:
+            return ["TensorrtExecutionProvider", *gpu]
+        return gpu
+    if device in ("cuda", "tensorrt"):
+        raise RuntimeError(f"device={device} asked for, but onnxruntime cannot use CUDA on this machine")
     return ["CPUExecutionProvider"]
 
 

