@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	  test -x $(PY) || $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch comes from the CPU wheel pip finds on this machine; it only exports and trains models.
-	$(PY) -m pip install --quiet -e '.[dev,demo,train,eval,deploy]'
+	$(PY) -m pip install --quiet -e '.[dev,demo,train,eval,deploy,bench]'
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv with the studioline command and everything the tests need
@@ -60,6 +60,22 @@ eval: models ## score the classifier, segmenter and matting on ../shared/data: b
 	echo "== cut-out quality: every set with ground truth (the worst images: out/quality/index.html) =="; \
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/quality.py --out bench/results/quality.json --report out/quality
 
+# `make bench` sizes; shrink them for a quick look, e.g. make bench BENCH_LINE_N=100 BENCH_RSS_N=2000
+BENCH_STEPS_N ?= 8
+BENCH_REMBG_N ?= 24
+BENCH_LINE_N ?= 500
+BENCH_RSS_N ?= 10000
+BENCH_RSS_MAX_S ?= 300
+
+bench: models ## speed and memory: steps, the whole line, rembg side by side, RSS over time, GPU (bench/results/*.json, *.png, summary.json)
+	@test -d $(SHARED_DATA) || { echo "bench needs the photos in $(SHARED_DATA)"; exit 1; }
+	@$(PY) -c "import rembg" 2>/dev/null || { echo "bench needs rembg: $(PY) -m pip install -e '.[bench]'"; exit 1; }
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/steps.py --n $(BENCH_STEPS_N)
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/rembg_compare.py --n $(BENCH_REMBG_N)
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/line.py --n $(BENCH_LINE_N)
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/rss.py --n $(BENCH_RSS_N) --max-seconds $(BENCH_RSS_MAX_S)
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/gpu.py
+
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
 	$(STUDIOLINE) demo $(DIR) --out out
 
@@ -69,4 +85,4 @@ up: ## build the image and start the whole line with real Kafka and MinIO (docke
 clean: ## remove the virtualenv, the model store and outputs
 	rm -rf $(VENV) .models out .pytest_cache
 
-.PHONY: help setup models proto proto-check lint test train-classifier eval demo up clean
+.PHONY: help setup models proto proto-check lint test train-classifier eval bench demo up clean

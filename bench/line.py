@@ -4,10 +4,12 @@ compute, and the pipeline's overhead per hop.
 Infrastructure as `make demo` runs it: the embedded Kafka-protocol broker (Tansu) and S3
 endpoint (moto) on loopback, the six services as separate processes (shared/launcher.py).
 
-Photos: C1 (VITON) in-shop garments on white and on-model photos, 192x256: small real photos,
-so 500 of them go through every step of their real chain in minutes on 2 cores. The
-classifier routes them (garments: segmenter, inpainter, matting, cropper, catalog generator;
-models: segmenter u2netp, matting, cropper, catalog generator), so every service is exercised.
+Photos: all 406 of C1 (VITON) in-shop garments on white and on-model photos, 192x256, and B2
+street photos (550x830) and the 12 demo flat-lays (400 px wide) to make up the number: small real photos, so 500 of them go through
+every step of their real chain in minutes on 2 cores. The classifier routes them (garments:
+segmenter, inpainter, matting, cropper, catalog generator; models: segmenter u2netp, matting,
+cropper, catalog generator; street: segmenter, matting, saliency cropper), so every service
+is exercised.
 
 Phases:
 1. paced: `--paced` photos one at a time (the next is published when the previous is done), so
@@ -30,7 +32,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
-import statistics
+import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -39,17 +41,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, data_set, machine, now_iso, photos, plt, update_summary, write_json  # noqa: E402
+from common import DEMO_IMAGES, RESULTS, data_set, machine, now_iso, photos, plt, update_summary, write_json  # noqa: E402
 
 TARGET_OVERHEAD = 0.10
+# Service and broker logs (git-ignored).
+LOG_DIR = Path(__file__).resolve().parent.parent / "out" / "bench" / "line-logs"
 
 
 def line_photos(n: int) -> list[Path]:
+    """Small real photos: C1 (garments and on-model), B2 street photos, the demo photos."""
     c1 = data_set("C1_viton_tryon_256")
     garments, people = photos(c1 / "cloth"), photos(c1 / "image")
     pool = [p for pair in zip(garments, people) for p in pair] + garments[len(people):] + people[len(garments):]
+    pool += photos(data_set("B2_ccp_street_fashion_parsing") / "photos") + photos(DEMO_IMAGES)
     if n > len(pool):
-        raise SystemExit(f"only {len(pool)} C1 photos; ask for at most that many")
+        raise SystemExit(f"only {len(pool)} C1, B2 and demo photos; ask for at most that many")
     return sorted(random.Random(4).sample(pool, n))
 
 
@@ -164,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     from studioline.shared.embedded import EmbeddedKafka, EmbeddedS3
     from studioline.shared.launcher import ServiceProcesses
 
+    # SIGTERM unwinds like an error, so the services, broker and S3 endpoint are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     paths = line_photos(args.n + args.paced)
-    log_dir = Path(os.environ.get("BENCH_LOG_DIR", ROOT_OUT)) / "line-logs"
+    log_dir = LOG_DIR
     with ExitStack() as stack:
         kafka = stack.enter_context(EmbeddedKafka(log_file=log_dir / "broker.log"))
         s3 = stack.enter_context(EmbeddedS3())
@@ -204,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         done, dead, _ = collect_results(settings, job_ids, args.timeout)
         elapsed = time.monotonic() - start
         submitter.close()
-        services.__exit__(None, None, None)  # free the cores for the steps-alone replay
+        for service in services.procs:  # free the cores for the steps-alone replay
+            services.stop(service)
 
         jobs = list(done.values())
         sample = random.Random(5).sample(jobs, min(args.standalone, len(jobs)))
@@ -220,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "machine": machine(),
         "measured_at": now_iso(),
-        "photos": "C1 VITON garments on white and on-model photos, 192x256, routed by the classifier",
+        "photos": "C1 VITON garments on white and on-model photos (192x256), B2 street photos (550x830), demo, "
+                  "routed by the classifier",
         "kafka_max_batch": settings.kafka.max_batch,
         "throughput": {
             "images": len(job_ids),
@@ -251,9 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if len(done) == len(job_ids) else 1
 
 
-ROOT_OUT = Path(__file__).resolve().parent.parent / "out" / "bench"
-
-
 def plot(report: dict, path: Path) -> None:
     pyplot = plt()
     fig, axes = pyplot.subplots(1, 2, figsize=(12, 4))
@@ -278,5 +285,4 @@ def plot(report: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    statistics  # noqa: B018 - keeps the import for interactive use
     raise SystemExit(main())

@@ -4,7 +4,7 @@ Segmentation sets (IoU at alpha 0.5, boundary F with 2 px tolerance, MAE, second
 C1 garments on white (cloth/ vs cloth-mask/), C1 on-model photos (image/ vs image-parse/, any
 parsing label is the person), B2 street persons (photos/ vs foreground_mask_derived/), B1 ECSSD
 natural scenes. Each runs with `routed` (the segmenter parameters the routing table plans for the
-set's image type; for ECSSD, which has no type of ours, the type the classifier finds per image)
+set's image type; for ECSSD, which has no fashion type, those of the fallback chain)
 and with each network alone (u2netp, u2net, and isnet when its opt-in pack is in the store).
 Matting sets: A_alphamatting_lowres with Trimap1 and Trimap2 (SAD / 1000, MSE x 1000, gradient,
 connectivity in the unknown region) through the matting step's solver.
@@ -45,7 +45,7 @@ class SegmentSet:
     images: str
     masks: str
     mask_threshold: int
-    image_type: str | None  # None: the classifier decides per image
+    image_type: str | None  # None: not a fashion photo; the fallback chain's segmenter
     target: dict
 
 
@@ -73,7 +73,15 @@ def evaluate_segment_set(s: SegmentSet, method: str, every: int, save_dir: Path,
     images, masks = SHARED_DATA / s.images, SHARED_DATA / s.masks
     pairs, _ = evaluate.pair_files(images, masks)
     stems = [stem for stem, _, _ in pairs[::every]]
-    kwargs = {"image_type": s.image_type} if method == "routed" else {"params": {"model": method}}
+    if method != "routed":
+        kwargs = {"params": {"model": method}}
+    elif s.image_type:
+        kwargs = {"image_type": s.image_type}
+    else:  # no fashion type: the segmenter as the fallback chain (the steps safe for any photo) plans it
+        from studioline.shared.routing import Router
+
+        router = Router.from_settings(settings)
+        kwargs = {"params": evaluate.chain_params(router, router.fallback_chain)}
     return evaluate.evaluate_segment(
         images, masks, mask_threshold=s.mask_threshold, stems=stems, save_dir=save_dir, settings=settings, **kwargs
     )
@@ -185,7 +193,12 @@ def _row(caption: str, cells: list[str]) -> str:
     return f"<div class=row><p>{caption}</p>{imgs}</div>"
 
 
-def write_page(path: Path, sections: list[tuple[str, list[str]]], results: dict) -> None:
+def write_section(path: Path, title: str, rows: list[str]) -> None:
+    path.write_text(f"<h2>{html.escape(title)}</h2>\n" + "\n".join(rows) + "\n")
+
+
+def write_page(path: Path, sections: Path, results: dict) -> None:
+    """The index: the figures, then every set's section written so far (runs with --merge add to it)."""
     parts = [
         "<!doctype html><meta charset=utf-8><title>Studioline cut-out quality: the worst images</title>",
         "<style>body{font:14px sans-serif;margin:1em}img{margin:2px;max-width:256px}"
@@ -196,9 +209,8 @@ def write_page(path: Path, sections: list[tuple[str, list[str]]], results: dict)
         f"{html.escape(results['measured_at'])}.</p>",
         f"<pre>{html.escape(format_table(results))}</pre>",
     ]
-    for title, rows in sections:
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.extend(rows)
+    keys = [s.key for s in SEGMENT_SETS] + list(MATTE_SETS)
+    parts.extend((sections / f"{key}.html").read_text() for key in keys if (sections / f"{key}.html").is_file())
     path.write_text("\n".join(parts) + "\n")
 
 
@@ -217,7 +229,7 @@ def format_table(results: dict) -> str:
 
 # ---- main ----------------------------------------------------------------------------------
 
-SUMMARY_KEYS = ("n", "iou", "iou_median", "boundary_f", "mae", "sec_per_image", "paths", "sad", "mse", "grad",
+SUMMARY_KEYS = ("every", "n", "iou", "iou_median", "boundary_f", "mae", "sec_per_image", "paths", "sad", "mse", "grad",
                 "conn", "method", "escalated", "needs_review")
 
 
@@ -227,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="routed," + ",".join(NETWORKS),
                     help="segmentation methods: routed and/or network names (isnet skipped without its pack)")
     ap.add_argument("--every", type=int, default=1, help="take every n-th image (a subset, while iterating)")
+    ap.add_argument("--network-every", type=int, default=1,
+                    help="for the u2net and isnet columns only: every n-th image of that subset (they are slow)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     ap.add_argument("--report", type=Path, default=ROOT / "out" / "quality")
+    ap.add_argument("--merge", action="store_true",
+                    help="update the sets and methods run now in an existing --out file instead of replacing it")
     args = ap.parse_args(argv)
     if not SHARED_DATA.is_dir():
         print(f"quality eval skipped: {SHARED_DATA} not found")
@@ -248,22 +264,28 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"measured_at": "", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                     "processor": platform.processor() or platform.machine()},
                      "every": args.every, "sets": {}}
-    sections = []
+    if args.merge and args.out.is_file():
+        results["sets"] = json.loads(args.out.read_text())["sets"]
+    sections = args.report / "sections"
+    sections.mkdir(exist_ok=True)
     for s in SEGMENT_SETS:
         if s.key not in wanted or not (SHARED_DATA / s.images).is_dir():
             continue
-        entry = {"title": s.title, "image_type": s.image_type or "classified per image", "target": s.target,
-                 "methods": {}}
+        entry = results["sets"].get(s.key) or {"title": s.title, "image_type": s.image_type or "none (fallback chain)",
+                                               "target": s.target, "methods": {}}
         for method in methods:
             print(f"== {s.title}: {method}", flush=True)
             result_dir = args.report / "results" / s.key / method
-            report = evaluate_segment_set(s, method, args.every, result_dir, settings)
+            every = args.every * (args.network_every if method in ("u2net", "isnet") else 1)
+            report = evaluate_segment_set(s, method, every, result_dir, settings)
+            report["every"] = every
             report["escalated"] = sum(1 for r in report["images"] if r.get("escalated"))
             report["needs_review"] = sum(1 for r in report["images"] if r.get("needs_review"))
             entry["methods"][method] = {k: report[k] for k in SUMMARY_KEYS if k in report}
             print(json.dumps(entry["methods"][method]), flush=True)
-            if method == methods[0]:
-                sections.append((f"{s.title} ({method})", worst_rows_segment(s, report, result_dir, thumbs)))
+            if method == "routed":
+                write_section(sections / f"{s.key}.html", f"{s.title} ({method})",
+                              worst_rows_segment(s, report, result_dir, thumbs))
         results["sets"][s.key] = entry
     for key, (title, folder, target) in MATTE_SETS.items():
         if key not in wanted or not (SHARED_DATA / "A_alphamatting_lowres").is_dir():
@@ -276,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "methods": {method: {k: report[k] for k in SUMMARY_KEYS if k in report}}}
         print(json.dumps(results["sets"][key]["methods"][method]), flush=True)
         if "images" in report:
-            sections.append((title, worst_rows_matte(key, folder, report, result_dir, thumbs)))
+            write_section(sections / f"{key}.html", title, worst_rows_matte(key, folder, report, result_dir, thumbs))
     results["measured_at"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -16,6 +16,7 @@ import numpy as np
 
 from studioline.services.catalog_generator import ops, templates, tryon
 from studioline.services.catalog_generator.params import CatalogGeneratorParams
+from studioline.shared.errors import PermanentError
 from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
 
 TEMPLATE_CACHE = 16
@@ -65,9 +66,18 @@ class CatalogGeneratorStep(Step):
         garment, alpha = ops.cutout_rgb_alpha(cutout)
         background = p.background_rgb()
         images, sheet_cells, info = [], [], {"templates": {}, "background": p.background}
+        marks = tryon.garment_landmarks(alpha)
+        info["garment"] = {"category": marks.category, "sleeves": marks.sleeve_length}
+        errors = []
         for template_id in p.template_ids:
             t = self.template(template_id)
-            composite, cover = tryon.try_on(t.photo, t.person, t.region, t.landmarks, garment, alpha, p.shading)
+            try:
+                composite, cover = tryon.try_on(t.photo, t.person, t.region, t.landmarks, garment, alpha, p.shading)
+            except PermanentError as exc:
+                # One template that cannot take the garment (a back view...) says why, the others go on.
+                info["templates"][template_id] = {"error": str(exc)}
+                errors.append(exc)
+                continue
             if p.replace_background:
                 composite = ops.replace_backdrop(composite, t.person, background)
             info["templates"][template_id] = {"coverage_px": int((cover > 0.5).sum())}
@@ -84,6 +94,8 @@ class CatalogGeneratorStep(Step):
                             format=p.format,
                         )
                     )
+        if not images:
+            raise errors[0]
         if p.contact_sheet and len(sheet_cells) > 1:
             sheet = np.concatenate(
                 [ops.fit_on_canvas(c, (round(SHEET_CELL_HEIGHT * 0.75), SHEET_CELL_HEIGHT), background) for c in sheet_cells],

@@ -1,21 +1,28 @@
 """Try-on: a garment packshot put on a model photo, pose-aware, without a generative model.
 
 The parts, each a plain function over numpy arrays:
-- `garment_landmarks`: neckline, shoulder points and hem corners from the garment's mask;
+- `garment_landmarks`: the garment's category (top / dress / bottom), neckline, shoulder points
+  and hem corners, and per sleeve its armpit, shoulder tip and cuff, from its mask's contour (the
+  armpits are the contour's deepest concavities beside the torso; the hem is the torso's, sleeves
+  left out; with a collar narrower than the shoulders the sleeves' tips are the shoulders);
 - `garment_region`: where the model's own top is, from the pose (a torso polygon and arm
   lines), the person mask and colour (GrabCut seeded from the pose), prepared once per template;
+- `Body.from_landmarks`: the pose's joints, refusing back views and side views with a clear error;
 - `body_targets` + `tps_warp`: a thin-plate spline (scipy's RBFInterpolator) taking the garment's
   landmarks onto points of the body, scaled by the shoulder width so the garment keeps its
   proportions;
 - `try_on`: the warped garment clipped to the model's garment region (arms, hands and hair in
   front of the torso are outside it, so they stay on top), the model's shading carried onto
   it, the old garment inpainted where the new one does not reach, seams feathered by a pixel.
+  Sleeves are not placed along the arms: they show only where they fall inside the old
+  garment's region (placing them rigidly along the arms, and bending the spline to the wrists,
+  both scored lower on the C1 pairs).
 The garment's pixels are resampled, never recoloured, except by the optional shading.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -24,10 +31,23 @@ from scipy.interpolate import RBFInterpolator
 from studioline.shared.errors import PermanentError
 from studioline.shared.models import pose as bp
 
-# Garment landmarks: the shoulder points are the mask's extent this far below its top (a share
-# of its height), the hem corners this far above its bottom.
+# Garment landmarks: without sleeves the shoulder points are the mask's extent this far below its
+# top (a share of its height); the hem corners are the torso's extent this far above its bottom.
 SHOULDER_ROW = 0.06
 HEM_ROW = 0.03
+# An armpit is a concavity of the contour at least this deep (share of the garment's width), in
+# the upper part of the garment (shares of its height), beside the torso.
+ARMPIT_DEPTH = 0.03
+ARMPIT_ROWS = (0.08, 0.7)
+MIN_SLEEVE_AREA = 0.01  # share of the garment's area
+# Sleeve length (root to cuff) over the garment's shoulder width: longer is a long sleeve.
+LONG_SLEEVE = 0.9
+# Length over the torso's median width (sleeves left out): longer is a dress (tops are about
+# 1.2-2.3 on the C2 packshots, dresses 2.9-3.6).
+DRESS_LENGTH = 2.7
+# A bottom's top rows are a waistband filled across at least this share of its width (a top's
+# are a collar, straps or shoulders with the neckline between).
+WAISTBAND_WIDTH = 0.5
 # Body targets: a worn top's shoulder seams and hem sit outside the shoulder and hip joints by
 # these factors of the joint distances (about the medians of the garment region's width at those
 # lines over the C1 person photos, measured on the whole set).
@@ -41,20 +61,64 @@ ARM_WIDTH = 0.28  # arm line thickness, share of the shoulder width
 GRABCUT_SIDE = 320  # GrabCut runs at this longer side (it is the slow part)
 MIN_SHOULDER_PX = 4.0
 MIN_VISIBILITY = 0.3
+WORK_SIDE = 512  # masks, shading and inpainting are computed at this longer side at most
+
+
+@dataclass
+class Sleeve:
+    """One sleeve of a garment laid flat: its pixels, where it joins the torso (the shoulder tip
+    on top, the armpit below) and its cuff's outer and inner corners (outer: away from the
+    garment's centre line)."""
+
+    mask: np.ndarray
+    tip: np.ndarray
+    armpit: np.ndarray
+    cuff_outer: np.ndarray
+    cuff_inner: np.ndarray
+
+    @property
+    def root(self) -> np.ndarray:
+        return (self.tip + self.armpit) / 2
+
+    @property
+    def length(self) -> float:
+        return float(np.hypot(*((self.cuff_outer + self.cuff_inner) / 2 - self.root)))
 
 
 @dataclass
 class GarmentLandmarks:
-    """Image-left / image-right points (x, y) on the garment's mask."""
+    """Image-left / image-right points (x, y) on the garment's mask, its category and sleeves."""
 
     neck: np.ndarray
     shoulder_left: np.ndarray
     shoulder_right: np.ndarray
     hem_left: np.ndarray
     hem_right: np.ndarray
+    category: str = "top"  # "top", "dress" or "bottom" (trousers, skirts)
+    sleeves: tuple[Sleeve | None, Sleeve | None] = (None, None)
+    solid: np.ndarray | None = field(default=None, repr=False)  # the filled mask
 
     def array(self) -> np.ndarray:
         return np.array([self.neck, self.shoulder_left, self.shoulder_right, self.hem_left, self.hem_right], float)
+
+    @property
+    def shoulder_width(self) -> float:
+        return float(np.hypot(*(self.shoulder_right - self.shoulder_left)))
+
+    @property
+    def sleeve_length(self) -> str:
+        """The sleeves: "none", "short" or "long" (the longer one found, over the shoulder width)."""
+        found = [s.length for s in self.sleeves if s is not None]
+        if not found:
+            return "none"
+        return "long" if max(found) > LONG_SLEEVE * self.shoulder_width else "short"
+
+    def torso_mask(self) -> np.ndarray:
+        torso = self.solid.copy()
+        for sleeve in self.sleeves:
+            if sleeve is not None:
+                torso &= ~sleeve.mask
+        return largest_component(torso)  # bits of a cuff cut off from the sleeve are not torso
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -64,34 +128,145 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
+def _outline(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The largest blob's outer contour (N x 2) and the blob filled (holes of a print or of a
+    thresholded white garment closed)."""
+    binary = (mask > (127 if mask.dtype == np.uint8 else 0.5)).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        raise PermanentError("try-on: the garment mask is empty or too small to find the garment's shape")
+    contour = max(contours, key=cv2.contourArea)
+    solid = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(solid, [contour], -1, 1, -1)
+    return contour, solid > 0
+
+
+def _concavities(contour: np.ndarray) -> np.ndarray:
+    """Rows (x, y, depth) of the contour's convexity defects' deepest points."""
+    try:
+        hull = cv2.convexHull(contour, returnPoints=False)
+        defects = cv2.convexityDefects(contour, hull)
+    except cv2.error:  # a self-touching contour makes the hull non-monotonic
+        return np.zeros((0, 3))
+    if defects is None:
+        return np.zeros((0, 3))
+    d = defects.reshape(-1, 4)
+    far = contour[d[:, 2], 0]
+    return np.column_stack([far, d[:, 3] / 256.0]).astype(float)
+
+
+def _sleeve(solid: np.ndarray, armpit: np.ndarray, outward: int, area: int) -> Sleeve | None:
+    """The sleeve beyond an armpit: the garment's pixels outward of the armpit's column that
+    reach above it (what lies only below it is the torso's flank), with its shoulder tip (the
+    top of the armpit's column) and cuff (the far end along root -> farthest pixel)."""
+    h, w = solid.shape
+    ax, ay = int(armpit[0]), int(armpit[1])
+    side = np.zeros_like(solid)
+    if outward < 0:
+        side[:, :ax] = solid[:, :ax]
+    else:
+        side[:, ax + 1 :] = solid[:, ax + 1 :]
+    n, labels = cv2.connectedComponents(side.astype(np.uint8), connectivity=8)
+    above = np.unique(labels[: max(ay, 0)][side[: max(ay, 0)]])
+    sleeve = np.isin(labels, above[above > 0])
+    if sleeve.sum() < MIN_SLEEVE_AREA * area:
+        return None
+    column = np.flatnonzero(solid[:, min(max(ax, 0), w - 1)])
+    tip = np.array([ax, column.min() if column.size else ay], float)
+    armpit = np.asarray(armpit, float)
+    root = (tip + armpit) / 2
+    ys, xs = np.nonzero(sleeve)
+    pts = np.column_stack([xs, ys]).astype(float)
+    far = pts[np.argmax(((pts - root) ** 2).sum(axis=1))]
+    length = float(np.hypot(*(far - root)))
+    if length < 2:
+        return None
+    axis = (far - root) / length
+    normal = np.array([-axis[1], axis[0]])
+    if np.dot(normal, [outward, -1.0]) < 0:  # outer: away from the centre line, or up
+        normal = -normal
+    along, across = (pts - root) @ axis, (pts - root) @ normal
+    cuff = along >= along.max() - max(2.0, 0.06 * length)
+    outer, inner = pts[cuff][np.argmax(across[cuff])], pts[cuff][np.argmin(across[cuff])]
+    return Sleeve(sleeve, tip, armpit, outer, inner)
+
+
+def _mirrored(sleeve: Sleeve, solid: np.ndarray, centre_x: float) -> Sleeve | None:
+    """The other sleeve of a symmetric garment whose sleeve lies against its torso (no armpit
+    gap to find): the found one mirrored about the centre line, where the garment has pixels."""
+    w = solid.shape[1]
+    flip = lambda p: np.array([2 * centre_x - p[0], p[1]])  # noqa: E731
+    cols = np.round(2 * centre_x - np.arange(w)).astype(int)
+    inside = (cols >= 0) & (cols < w)
+    mirrored = np.zeros_like(solid)
+    mirrored[:, inside] = sleeve.mask[:, cols[inside]]
+    mirrored &= solid
+    if mirrored.sum() < 0.5 * sleeve.mask.sum():
+        return None
+    return Sleeve(mirrored, flip(sleeve.tip), flip(sleeve.armpit), flip(sleeve.cuff_outer), flip(sleeve.cuff_inner))
+
+
 def garment_landmarks(mask: np.ndarray) -> GarmentLandmarks:
-    """Landmarks of a garment laid flat or on a packshot, from its HxW mask (bool or 0..255)."""
+    """Landmarks, sleeves and category of a garment laid flat or on a packshot, from its HxW
+    mask (bool or 0..255)."""
     if mask.ndim != 2:
         raise PermanentError(f"try-on: the garment mask must be HxW, got shape {mask.shape}")
-    solid = largest_component(mask > (127 if mask.dtype == np.uint8 else 0.5))
-    ys, xs = np.nonzero(solid)
-    if ys.size < 64:
+    contour, solid = _outline(mask)
+    area = int(solid.sum())
+    if area < 64:
         raise PermanentError("try-on: the garment mask is empty or too small to find the garment's shape")
-    y0, y1 = int(ys.min()), int(ys.max())
-    height = y1 - y0 + 1
+    _, y0, width, height = cv2.boundingRect(contour)
+    top_cols = np.flatnonzero(solid[y0 : y0 + max(2, height // 20)].any(axis=0))
+    centre_x = float(top_cols.min() + top_cols.max()) / 2
+    dents = _concavities(contour)
+    armpits: list[np.ndarray | None] = []
+    for outward in (-1, 1):
+        ok = (
+            (outward * (dents[:, 0] - centre_x) > 0.1 * width)
+            & (dents[:, 1] > y0 + ARMPIT_ROWS[0] * height)
+            & (dents[:, 1] < y0 + ARMPIT_ROWS[1] * height)
+            & (dents[:, 2] >= ARMPIT_DEPTH * width)
+        )
+        armpits.append(dents[ok][np.argmax(dents[ok, 2]), :2] if ok.any() else None)
+    crotch = (
+        (np.abs(dents[:, 0] - centre_x) < 0.15 * width) & (dents[:, 1] > y0 + 0.2 * height) & (dents[:, 2] > 0.3 * height)
+    )
+    sleeves = [None if a is None else _sleeve(solid, a, outward, area) for a, outward in zip(armpits, (-1, 1))]
+    for i in (0, 1):
+        if sleeves[i] is None and sleeves[1 - i] is not None:
+            sleeves[i] = _mirrored(sleeves[1 - i], solid, centre_x)
 
-    def extent(row: int) -> tuple[float, float]:
-        cols = np.flatnonzero(solid[row])
-        return float(cols.min()), float(cols.max())
+    def extent(m: np.ndarray, row: int) -> tuple[float, float, int]:
+        """The leftmost and rightmost pixel of the nearest non-empty row at or above `row`."""
+        filled = np.flatnonzero(m[: row + 1].any(axis=1))
+        row = int(filled.max())
+        cols = np.flatnonzero(m[row])
+        return float(cols.min()), float(cols.max()), row
 
     ys_row = y0 + int(round(SHOULDER_ROW * height))
-    yh_row = y1 - int(round(HEM_ROW * height))
-    sl, sr = extent(ys_row)
-    hl, hr = extent(yh_row)
-    top_cols = np.flatnonzero(solid[y0 : y0 + max(2, height // 20)].any(axis=0))
-    neck_x = (sl + sr) / 2 if top_cols.size == 0 else float(top_cols.min() + top_cols.max()) / 2
-    return GarmentLandmarks(
-        neck=np.array([neck_x, y0], float),
-        shoulder_left=np.array([sl, ys_row], float),
-        shoulder_right=np.array([sr, ys_row], float),
-        hem_left=np.array([hl, yh_row], float),
-        hem_right=np.array([hr, yh_row], float),
-    )
+    sl, sr, ys_row = extent(solid, ys_row)
+    shoulders = np.array([[sl, ys_row], [sr, ys_row]], float)
+    if sleeves[0] is not None and sleeves[1] is not None and sleeves[1].tip[0] - sleeves[0].tip[0] > sr - sl:
+        # A high collar is narrower than the shoulders: the sleeves' tips are the shoulders then.
+        shoulders = np.array([sleeves[0].tip, sleeves[1].tip])
+    marks = GarmentLandmarks(np.array([centre_x, y0], float), shoulders[0], shoulders[1], None, None,
+                             sleeves=tuple(sleeves), solid=solid)  # fmt: skip
+    torso = marks.torso_mask()
+    rows = np.flatnonzero(torso.any(axis=1))
+    yh_row = int(rows.max()) - int(round(HEM_ROW * (rows.max() - rows.min() + 1)))
+    hl, hr, yh_row = extent(torso, yh_row)
+    marks.hem_left, marks.hem_right = np.array([hl, yh_row], float), np.array([hr, yh_row], float)
+    if marks.shoulder_width < 2:
+        raise PermanentError("try-on: the garment's shoulders are too close together to place it")
+    # A waistband: the top rows are filled across (a top has a neckline or straps there).
+    top_band = solid[y0 : y0 + max(2, height // 30), top_cols.min() : top_cols.max() + 1]
+    waistband = top_band.mean() > 0.8 and top_band.shape[1] > WAISTBAND_WIDTH * width
+    torso_width = float(np.median(torso.sum(axis=1)[rows]))
+    if waistband and (crotch.any() or sleeves == [None, None]):
+        marks.category = "bottom"
+    elif height / max(torso_width, 1.0) > DRESS_LENGTH:
+        marks.category = "dress"
+    return marks
 
 
 @dataclass
@@ -114,6 +289,15 @@ class Body:
         need = (bp.LEFT_SHOULDER, bp.RIGHT_SHOULDER, bp.LEFT_HIP, bp.RIGHT_HIP)
         if (lm[list(need), 3] < MIN_VISIBILITY).any():
             raise PermanentError("try-on: the model photo's shoulders and hips are not all visible; it needs a frontal torso")
+        # Seen from the front, the person's left shoulder is on the image's right and the nose in
+        # front of the shoulders; from the back both flip (MediaPipe keeps the person's sides).
+        mirrored = lm[bp.LEFT_SHOULDER, 0] < lm[bp.RIGHT_SHOULDER, 0]
+        nose_behind = lm[bp.NOSE, 2] > lm[[bp.LEFT_SHOULDER, bp.RIGHT_SHOULDER], 2].mean()
+        if mirrored and nose_behind:
+            raise PermanentError(
+                "try-on: the model photo shows the person's back (shoulders mirrored, face turned away); "
+                "a garment's front cannot be put on it"
+            )
 
         def pair(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
             pa, pb = lm[a, :2], lm[b, :2]
@@ -124,10 +308,9 @@ class Body:
         if np.hypot(*(sr - sl)) < MIN_SHOULDER_PX:
             raise PermanentError("try-on: the model is seen from the side (shoulders overlap); it needs a frontal torso")
         # Arms keep their side: the elbow and wrist that belong to the image-left shoulder first.
-        left_is_person_left = lm[bp.LEFT_SHOULDER, 0] <= lm[bp.RIGHT_SHOULDER, 0]
         e = (lm[bp.LEFT_ELBOW, :2], lm[bp.RIGHT_ELBOW, :2])
         w = (lm[bp.LEFT_WRIST, :2], lm[bp.RIGHT_WRIST, :2])
-        if not left_is_person_left:
+        if lm[bp.LEFT_SHOULDER, 0] > lm[bp.RIGHT_SHOULDER, 0]:
             e, w = e[::-1], w[::-1]
         return cls(sl, sr, hl, hr, e, w, lm[bp.NOSE, :2])
 
@@ -158,10 +341,7 @@ def body_targets(garment: GarmentLandmarks, body: Body) -> np.ndarray:
     down = np.array([-across[1], across[0]]) / width  # perpendicular to the shoulder line, towards the hips
     if down[1] < 0:
         down = -down
-    g_width = float(np.hypot(*(garment.shoulder_right - garment.shoulder_left)))
-    if g_width < 2:
-        raise PermanentError("try-on: the garment's shoulders are too close together to place it")
-    scale = width / g_width
+    scale = width / garment.shoulder_width
     mid = (sl + sr) / 2
     g_mid = (garment.shoulder_left + garment.shoulder_right) / 2
     neck = mid - NECK_RISE * width * down + (garment.neck[0] - g_mid[0]) * scale * across / width
@@ -169,11 +349,9 @@ def body_targets(garment: GarmentLandmarks, body: Body) -> np.ndarray:
     hip_mid = (hl_ + hr_) / 2
     hip_dir = (hr_ - hl_) / max(float(np.hypot(*(hr_ - hl_))), 1e-6)
     hip_half = float(np.hypot(*(hr_ - hl_))) / 2
-    hem_centre = mid + hem_drop * down
     # Hem corners: the spread hip width, centred under the hips, at the garment's length.
-    hem_left = hem_centre + (hip_mid - mid - np.dot(hip_mid - mid, down) * down) - hip_half * hip_dir
-    hem_right = hem_centre + (hip_mid - mid - np.dot(hip_mid - mid, down) * down) + hip_half * hip_dir
-    return np.array([neck, sl, sr, hem_left, hem_right])
+    hem_centre = mid + hem_drop * down + (hip_mid - mid - np.dot(hip_mid - mid, down) * down)
+    return np.array([neck, sl, sr, hem_centre - hip_half * hip_dir, hem_centre + hip_half * hip_dir])
 
 
 def tps_backward_map(
@@ -251,12 +429,16 @@ def garment_region(photo: np.ndarray, person: np.ndarray, body: Body) -> np.ndar
 
 def shading_map(photo: np.ndarray, region: np.ndarray, strength: float) -> np.ndarray:
     """HxW multiplier carrying the photo's folds and light onto a new garment: the luminance of
-    the old garment at mid scale over its local mean, so its own print and fine texture stay out."""
+    the old garment at mid scale over its local mean, so its own print and fine texture stay out.
+    Both scales are smooth, so they are computed at WORK_SIDE at most and enlarged."""
     if strength <= 0 or not region.any():
         return np.ones(region.shape, np.float32)
-    side = max(region.shape)
-    lum = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
-    weight = region.astype(np.float32)
+    h, w = region.shape
+    k = min(1.0, WORK_SIDE / max(h, w))
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    side = max(size)
+    lum = cv2.resize(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA).astype(np.float32) + 1.0
+    weight = cv2.resize(region.astype(np.float32), size, interpolation=cv2.INTER_AREA)
 
     def masked_blur(values: np.ndarray, sigma: float) -> np.ndarray:
         num = cv2.GaussianBlur(values * weight, (0, 0), sigma)
@@ -265,10 +447,11 @@ def shading_map(photo: np.ndarray, region: np.ndarray, strength: float) -> np.nd
     folds = masked_blur(lum, 0.008 * side)
     light = masked_blur(lum, 0.08 * side)
     ratio = np.clip(folds / np.maximum(light, 1.0), 0.5, 1.5) ** strength
+    ratio = cv2.resize(ratio, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.where(region, ratio, 1.0).astype(np.float32)
 
 
-def remove_garment(photo: np.ndarray, hole: np.ndarray, work_side: int = 512) -> np.ndarray:
+def remove_garment(photo: np.ndarray, hole: np.ndarray, work_side: int = WORK_SIDE) -> np.ndarray:
     """The photo with `hole` filled from its surroundings (OpenCV Telea), at a reduced size
     for speed; only the hole's pixels change."""
     if not hole.any():
@@ -308,7 +491,7 @@ def try_on(
 
     photo: HxWx3 uint8 RGB; person: HxW float person mask; region: HxW bool, the top the model
     wears (see garment_region); landmarks: the photo's (33, 5) pose; garment: the packshot,
-    alpha: its HxW uint8 alpha.
+    alpha: its HxW uint8 alpha. Trousers and skirts are refused (only tops and dresses are placed).
     """
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise PermanentError(f"try-on: the model photo must be HxWx3 uint8, got {photo.shape} {photo.dtype}")
@@ -319,9 +502,12 @@ def try_on(
     h, w = photo.shape[:2]
     body = Body.from_landmarks(landmarks)
     marks = garment_landmarks(alpha)
-    src = marks.array()
-    dst = body_targets(marks, body)
-    warped = tps_warp(garment_rgba(garment, alpha), src, dst, (w, h))
+    if marks.category == "bottom":
+        raise PermanentError(
+            "try-on: the garment looks like trousers or a skirt (a waistband on top and no sleeves, or two legs); "
+            "only tops and dresses can be put on a model photo yet"
+        )
+    warped = tps_warp(garment_rgba(garment, alpha), marks.array(), body_targets(marks, body), (w, h))
     # Feather the region's edge by about a pixel at 256 px so seams blend, not step.
     sigma = max(0.6, 0.0025 * max(h, w))
     clip = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigma)

@@ -113,12 +113,19 @@ def matte_errors(alpha: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> dict[
 
 
 def evaluate_matte(
-    images_dir: Path, trimaps_dir: Path, alphas_dir: Path, *, method: str | None = None, save_dir: Path | None = None
+    images_dir: Path,
+    trimaps_dir: Path,
+    alphas_dir: Path,
+    *,
+    method: str | None = None,
+    solve_pixels: int | None = None,
+    save_dir: Path | None = None,
 ) -> dict:
     """Solve every image that has a trimap and a ground-truth alpha; means of the errors, the
     median seconds per image, per-image records (worst last is the caller's to sort) and the
     stems skipped (no counterpart, unreadable, sizes that differ) with the reason."""
-    params = MattingParams() if method is None else MattingParams(method=method)
+    given = {"method": method, "solve_pixels": solve_pixels}
+    params = MattingParams(**{k: v for k, v in given.items() if v is not None})
     images, trimaps, alphas = _by_stem(images_dir), _by_stem(trimaps_dir), _by_stem(alphas_dir)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
@@ -137,13 +144,13 @@ def evaluate_matte(
             skipped.append({"name": stem, "reason": str(exc)})
             continue
         start = time.perf_counter()
-        alpha = ops.estimate_alpha(image, trimap, method=params.method, max_side=params.max_side)
+        alpha = ops.estimate_alpha(image, trimap, method=params.method, solve_pixels=params.solve_pixels)
         seconds = time.perf_counter() - start
         records.append({"name": stem, **matte_errors(alpha, gt, trimap), "sec": seconds})
         if save_dir is not None:
             cv2.imwrite(str(Path(save_dir) / f"{stem}.png"), np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8))
     n = len(records)
-    report = {"n": n, "method": params.method}
+    report = {"n": n, "method": params.method, "solve_pixels": params.solve_pixels}
     for key in ("sad", "mse", "grad", "conn"):
         report[key] = round(float(np.mean([r[key] for r in records])), 4) if n else None
     report["sec_per_image"] = round(statistics.median(r["sec"] for r in records), 4) if n else None

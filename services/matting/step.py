@@ -1,8 +1,9 @@
 """The matting step: turns the segmenter's (soft) mask into a halo-free RGBA cut-out.
 
-Trimap from the mask (a band around its edge, scaled with the image), alpha by pymatting's
-closed-form matting (or KNN / large-kernel) at a capped resolution, foreground colours
-re-estimated under the alpha; the cut-out is at the input's full resolution.
+Trimap from the mask (an unknown band that follows the mask's uncertainty and the image's
+texture), alpha by information-flow matting (or pymatting's closed-form / KNN / large-kernel)
+on a bounded number of unknown pixels with guided upsampling, foreground colours re-estimated
+under the alpha; the cut-out is at the input's full resolution.
 """
 
 from __future__ import annotations
@@ -40,15 +41,18 @@ class MattingStep(Step):
             mask,
             method=params.method,
             band=params.band,
+            min_band=params.min_band,
             min_band_px=params.min_band_px,
             fg_level=params.fg_level,
             bg_level=params.bg_level,
+            solve_pixels=params.solve_pixels,
             max_side=params.max_side,
         )
         return StepOutput(
             images=[OutputImage(kind="cutout", pixels=matte.rgba, format="png")],
             info={
                 "trimap_unknown_fraction": round(matte.unknown_fraction, 4),
+                "stage_seconds": {k: round(v, 3) for k, v in matte.seconds.items()},
                 "seconds": round(time.perf_counter() - start, 3),
             },
         )

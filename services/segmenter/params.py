@@ -36,6 +36,9 @@ class SegmenterParams(StepParams):
     # Border uniformity (share of the border within delta E 8 of its median colour) from which
     # "auto" treats the background as plain and tries the classical segmenter.
     plain_uniformity: float = Field(0.8, ge=0.0, le=1.0)
+    # backdrop: on a plain backdrop (see plain_uniformity), redraw a network mask's outline from
+    # the backdrop's colour within a band two network pixels wide (ops.refine_with_backdrop).
+    refine: Literal["none", "backdrop"] = "none"
     # Classical path: let GrabCut move the edge within a narrow band (slower, ~0.3 s).
     grabcut: bool = False
     # RGBA input with real transparency: return its alpha instead of segmenting again.

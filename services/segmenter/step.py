@@ -17,8 +17,8 @@ import numpy as np
 
 from studioline.services.segmenter import ops
 from studioline.services.segmenter.params import SegmenterParams
-from studioline.shared.errors import ImageRejected
-from studioline.shared.models.base import Model
+from studioline.shared.errors import ImageRejected, ModelMissing
+from studioline.shared.models.base import Model, model_class
 from studioline.shared.models.isnet import ISNet
 from studioline.shared.models.u2net import U2Net, U2Netp
 from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
@@ -51,6 +51,7 @@ class SegmenterStep(BatchedStep):
     def __init__(self, settings, model_store):
         super().__init__(settings, model_store)
         self._models: dict[str, Model] = {}
+        self._missing: dict[str, ModelMissing] = {}
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -67,9 +68,15 @@ class SegmenterStep(BatchedStep):
 
     def _model(self, name: str) -> Model:
         with self._lock:  # gRPC workers may ask for u2net at the same time
+            if name in self._missing:  # an opt-in pack not installed: do not look again per batch
+                raise self._missing[name]
             model = self._models.get(name)
             if model is None:
-                model = self.load_model(name)
+                try:
+                    model = self.load_model(name)
+                except ModelMissing as exc:
+                    self._missing[name] = exc
+                    raise
                 self._models[name] = model
             return model
 
@@ -177,6 +184,14 @@ class SegmenterStep(BatchedStep):
 
     def _finish(self, plan: _Plan) -> StepOutput:
         params = plan.params
+        if params.refine == "backdrop" and plan.info["path"] in MODELS:
+            uniformity = plan.info.get("border_uniformity")
+            if uniformity is None:
+                uniformity = plan.info["border_uniformity"] = round(ops.border_stats(plan.rgb).uniformity, 4)
+            if uniformity >= params.plain_uniformity:
+                side = model_class(plan.info["path"]).size
+                plan.prob = ops.refine_with_backdrop(plan.rgb, plan.prob, network_side=side)
+                plan.info["refined"] = "backdrop"
         if plan.info["path"] == "alpha":
             mask = np.clip(plan.prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
         else:

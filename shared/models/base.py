@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from studioline.shared.models.device import torch_device_for
 from studioline.shared.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class OnnxModel(Model):
         # either way) and needs more memory; accelerators are fed whole batches.
         on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
         self.stack_batches = self.dynamic_batch and not on_cpu
+        self.torch_device = torch_device_for(self.session)
         self.loaded = True
 
     def close(self) -> None:

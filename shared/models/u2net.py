@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from studioline.shared.models.base import OnnxModel, register_model
+from studioline.shared.models.device import u2net_predict
 
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -41,6 +42,8 @@ class U2NetBase(OnnxModel):
         """RGB uint8 images -> float32 HxW foreground probability in [0, 1], one per image."""
         if not self.loaded:
             self.load()
+        if self.torch_device is not None:  # on the GPU: tensors stay there (shared/models/device.py)
+            return u2net_predict(self, images, self.torch_device)
         batch = [self.preprocess(im) for im in images]
         if self.stack_batches and len(batch) > 1:
             d1s = list(self.session.run(None, {self.input_name: np.stack(batch)})[0][:, 0])

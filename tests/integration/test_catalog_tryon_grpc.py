@@ -96,6 +96,7 @@ def test_try_on_over_grpc(service, viton):
     on_canvas = cv2.resize(real, (300, 400), interpolation=cv2.INTER_AREA)
     assert np.abs(ours.astype(float) - on_canvas).mean() > 1.0
     assert reply.info["templates"]["model-a"]["coverage_px"] > 1000
+    assert reply.info["garment"]["category"] == "top"
 
 
 def test_unknown_template_is_invalid_argument(service, viton):

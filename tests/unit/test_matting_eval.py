@@ -43,14 +43,15 @@ def test_identical_mattes_have_no_error():
 
 def test_gradient_error_of_a_ramp():
     """The benchmark's derivative-of-Gaussian kernel is normalised to unit L2 norm, so on a ramp
-    of slope s it reads s * 2 sqrt(2 pi) sigma^2 (~9.83 s at sigma 1.4), not s: a flat
-    prediction against a ramp costs that squared per unknown pixel, / 1000."""
+    of slope s it reads about s * 2 sqrt(2 pi) sigma^2 (~9.83 s at sigma 1.4; the kernel's
+    truncation at 4 px takes ~1.5% off), not s: a flat prediction against a ramp costs that
+    squared per unknown pixel, / 1000."""
     slope = 0.01
     gt = np.tile(np.arange(80) * slope, (40, 1))
     trimap = _trimap((40, 80), (slice(10, 30), slice(20, 60)))
     expected_magnitude = slope * 2.0 * np.sqrt(2.0 * np.pi) * evaluate.GRADIENT_SIGMA**2
     grad = evaluate.gradient_error(np.full(gt.shape, 0.3), gt, trimap == 128)
-    assert grad == pytest.approx(800 * expected_magnitude**2 / 1000, rel=0.02)
+    assert grad == pytest.approx(800 * expected_magnitude**2 / 1000, rel=0.05)
     # A constant offset changes no gradient.
     assert evaluate.gradient_error(gt + 0.2, gt, trimap == 128) == pytest.approx(0.0, abs=1e-12)
 

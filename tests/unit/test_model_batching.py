@@ -41,3 +41,27 @@ def test_u2netp_gets_a_dynamic_batch_axis_and_stacked_batches_match_batch_one(ph
 def test_a_graph_whose_batch_is_already_dynamic_is_left_alone():
     # mobilenet_v2.onnx is exported by us with a symbolic batch axis.
     assert with_dynamic_batch(PROJECT_ROOT / ".models" / "mobilenet_v2.onnx") is None
+
+
+def test_the_device_path_gives_the_numpy_path_masks_within_tolerance(photos):
+    """The GPU path's torch pre/post-processing, run with torch on the CPU: antialiased bilinear
+    instead of OpenCV's area resize moves edge pixels a little, nothing more."""
+    pytest.importorskip("torch")
+    from studioline.shared.models.device import decode_jpegs, u2net_predict
+
+    model = U2Netp(ModelStore(PROJECT_ROOT / ".models"), device="cpu", threads=1)
+    model.load()
+    reference = model.predict(photos)
+    on_device = u2net_predict(model, photos, "cpu")
+    model.stack_batches = True
+    stacked = u2net_predict(model, photos, "cpu")
+    model.close()
+    for a, b, c in zip(reference, on_device, stacked):
+        assert a.shape == b.shape and b.dtype == np.float32
+        assert float(np.abs(a - b).mean()) < 0.005 and float(np.abs(a - b).max()) < 0.25
+        assert float(((a > 0.5) & (b > 0.5)).sum() / ((a > 0.5) | (b > 0.5)).sum()) > 0.99
+        assert float(np.abs(b - c).max()) < TOLERANCE
+    # Without a usable torchvision on CUDA, JPEGs are decoded by OpenCV: the same pixels as cv2.
+    jpeg = sorted(DEMO.glob("*.jpg"))[0]
+    (decoded,) = decode_jpegs([jpeg.read_bytes()], "cpu")
+    assert np.array_equal(decoded, photos[0])

@@ -144,15 +144,25 @@ def smoke_settings():
     return settings
 
 
+@pytest.fixture(scope="module")
+def smoke_step(smoke_settings):
+    from studioline.services.segmenter.step import SegmenterStep
+
+    step = SegmenterStep(smoke_settings, ModelStore(smoke_settings.models.dir))
+    step.load()
+    yield step
+    step.close()
+
+
 @pytest.mark.parametrize("name", list(SMOKE_SETS))
-def test_smoke_eval_on_real_sets(name, shared_data, smoke_settings, tmp_path):
+def test_smoke_eval_on_real_sets(name, shared_data, smoke_settings, smoke_step, tmp_path):
     images, masks, threshold, image_type, floor = SMOKE_SETS[name]
     pairs, _ = evaluate.pair_files(shared_data / images, shared_data / masks)
     stems = [stem for stem, _, _ in pairs[:: max(1, len(pairs) // 5)][:5]]
     report = evaluate.evaluate_segment(
         shared_data / images, shared_data / masks, mask_threshold=threshold,
         params=None if image_type else {"model": "u2netp"}, image_type=image_type,
-        stems=stems, settings=smoke_settings, save_dir=tmp_path,
+        stems=stems, settings=smoke_settings, step=smoke_step, save_dir=tmp_path,
     )
     assert report["n"] == 5 and not report["skipped"]
     assert report["iou"] >= floor, report["images"]

@@ -35,6 +35,90 @@ def test_landmarks_on_a_synthetic_tee():
     # Near the top the sleeves have barely begun: the shoulder points are close to the torso's sides.
     assert 70 <= marks.shoulder_left[0] <= 90 and 210 <= marks.shoulder_right[0] <= 230
     assert marks.shoulder_left[1] < 80
+    assert marks.sleeve_length == "short"
+    left, right = marks.sleeves
+    # The armpits are where the sleeves' lower edges meet the torso (x 90 / 210, y 100).
+    assert abs(left.armpit[0] - 90) <= 2 and abs(left.armpit[1] - 100) <= 3
+    assert abs(right.armpit[0] - 210) <= 2 and abs(right.armpit[1] - 100) <= 3
+    # The cuffs are the sleeves' far ends, out at x 30..60 / 240..270.
+    assert ((left.cuff_outer + left.cuff_inner) / 2)[0] < 65 and ((right.cuff_outer + right.cuff_inner) / 2)[0] > 235
+    assert not (marks.torso_mask() & left.mask).any()
+
+
+def _long_sleeve(h: int = 400, w: int = 300) -> np.ndarray:
+    """Sleeves hanging beside the torso down to y 250, a slit between them and the torso."""
+    m = np.zeros((h, w), np.uint8)
+    cv2.rectangle(m, (90, 40), (210, 270), 255, -1)
+    cv2.fillPoly(m, [np.array([[90, 40], [40, 90], [45, 250], [80, 250], [86, 110]])], 255)
+    cv2.fillPoly(m, [np.array([[210, 40], [260, 90], [255, 250], [220, 250], [214, 110]])], 255)
+    cv2.ellipse(m, (150, 40), (25, 15), 0, 0, 180, 0, -1)
+    return m
+
+
+def test_long_sleeves_dress_and_trousers_are_told_apart():
+    long_top = tryon.garment_landmarks(_long_sleeve())
+    assert long_top.category == "top" and long_top.sleeve_length == "long"
+    # The hem is the torso's, not the cuffs'.
+    assert long_top.hem_left[0] >= 85 and long_top.hem_right[0] <= 215
+    dress = np.zeros((600, 300), np.uint8)
+    cv2.fillPoly(dress, [np.array([[110, 20], [190, 20], [200, 120], [250, 580], [50, 580], [100, 120]])], 255)
+    cv2.ellipse(dress, (150, 20), (25, 15), 0, 0, 180, 0, -1)
+    assert tryon.garment_landmarks(dress).category == "dress"
+    trousers = np.zeros((600, 300), np.uint8)
+    cv2.rectangle(trousers, (80, 20), (220, 200), 255, -1)
+    cv2.fillPoly(trousers, [np.array([[80, 200], [145, 200], [140, 580], [70, 580]])], 255)
+    cv2.fillPoly(trousers, [np.array([[155, 200], [220, 200], [230, 580], [160, 580]])], 255)
+    assert tryon.garment_landmarks(trousers).category == "bottom"
+    # try_on refuses a bottom with the reason, before any warping.
+    photo, region = np.full((240, 200, 3), 200, np.uint8), np.zeros((240, 200), bool)
+    region[80:170, 70:130] = True
+    with pytest.raises(PermanentError, match="trousers or a skirt"):
+        tryon.try_on(photo, region.astype(np.float32), region, _frontal(), np.zeros((600, 300, 3), np.uint8), trousers)
+
+
+def _frontal() -> np.ndarray:
+    """A frontal pose: the person's left shoulder on the image's right, the nose in front."""
+    lm = np.zeros((33, 5))
+    lm[:, 3:] = 1.0
+    points = {bp.NOSE: (100, 40), 2: (95, 35), 5: (105, 35), 9: (96, 48), 10: (104, 48),
+              bp.LEFT_SHOULDER: (130, 80), bp.RIGHT_SHOULDER: (70, 80), bp.LEFT_ELBOW: (140, 130),
+              bp.RIGHT_ELBOW: (60, 130), bp.LEFT_WRIST: (145, 175), bp.RIGHT_WRIST: (55, 175),
+              bp.LEFT_HIP: (120, 170), bp.RIGHT_HIP: (80, 170)}  # fmt: skip
+    for i, xy in points.items():
+        lm[i, :2] = xy
+    lm[bp.NOSE, 2], lm[[bp.LEFT_SHOULDER, bp.RIGHT_SHOULDER], 2] = -50.0, 0.0
+    return lm
+
+
+def test_a_back_view_is_refused_with_a_reason():
+    body = tryon.Body.from_landmarks(_frontal())
+    assert body.shoulder_left[0] == 70 and body.elbows[0][0] == 60  # image-left arm first
+    back = _frontal()
+    back[[bp.LEFT_SHOULDER, bp.RIGHT_SHOULDER], 0] = back[[bp.RIGHT_SHOULDER, bp.LEFT_SHOULDER], 0]
+    back[bp.NOSE, 2] = 50.0
+    with pytest.raises(PermanentError, match="person's back"):
+        tryon.Body.from_landmarks(back)
+
+
+def test_a_template_that_cannot_take_the_garment_says_why_and_the_others_go_through():
+    from studioline.services.catalog_generator.step import CatalogGeneratorStep
+    from studioline.services.catalog_generator.templates import Template
+    from studioline.shared.step import StepInput
+
+    photo, region = np.full((240, 200, 3), 180, np.uint8), np.zeros((240, 200), bool)
+    region[75:175, 55:145] = True
+    person = cv2.dilate(region.astype(np.uint8), np.ones((31, 31), np.uint8)).astype(np.float32)
+    back = _frontal()
+    back[[bp.LEFT_SHOULDER, bp.RIGHT_SHOULDER], 0] = back[[bp.RIGHT_SHOULDER, bp.LEFT_SHOULDER], 0]
+    back[bp.NOSE, 2] = 50.0
+    step = CatalogGeneratorStep(settings=None, model_store=None)
+    step._templates.update(front=Template(photo, person, region, _frontal()), back=Template(photo, person, region, back))
+    cutout = np.dstack([np.full((400, 300, 3), (40, 90, 200), np.uint8), _tee()])
+    params = CatalogGeneratorStep.parse_params({"template_ids": ["front", "back"]})
+    out = step.run(StepInput(image=cutout, params=params, inputs={"cutout": cutout}))
+    assert len(out.images) >= 1 and out.info["templates"]["front"]["coverage_px"] > 1000
+    assert "person's back" in out.info["templates"]["back"]["error"]
+    assert out.info["garment"]["sleeves"] == "short"  # the tee is 2.8 torso widths long: "dress"
 
 
 def test_landmarks_reject_an_empty_mask():
