@@ -419,6 +419,9 @@ def garment_region(photo: np.ndarray, person: np.ndarray, body: Body) -> np.ndar
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     bgr = np.ascontiguousarray(small[..., ::-1])
     if ((seeds == cv2.GC_BGD) | (seeds == cv2.GC_PR_BGD)).any():
+        # GrabCut seeds its colour models from OpenCV's per-thread RNG: fix it, or the result
+        # depends on what ran before on this thread.
+        cv2.setRNGSeed(0)
         cv2.grabCut(bgr, seeds, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
     region = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)) & pers
     region = cv2.morphologyEx(region.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
