@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--alphas", type=Path, required=True, help="folder of ground-truth alpha mattes")
     m.add_argument("--method", help="alpha solver (default: the matting step's)")
     m.add_argument("--save", type=Path, help="also write each solved alpha as <stem>.png into this folder")
+    m.add_argument("--out", type=Path, help="also write the result, with measured_at, to this JSON file")
     m.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
     k = esub.add_parser("compose", help="try-on: put each pair's garment on its person, score against the real photo")
@@ -204,6 +205,9 @@ def _eval_matte(args) -> int:
     except (OSError, ValueError) as exc:  # pydantic's ValidationError (a bad --method) is a ValueError
         print(f"studioline eval matte: {exc}", file=sys.stderr)
         return 2
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(evaluate.with_timestamp(report), indent=1) + "\n")
     print(json.dumps(report) if args.json else evaluate.format_table(report))
     return 0 if report["n"] else 1
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -157,6 +158,10 @@ def evaluate_matte(
     report["images"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in records]
     report["skipped"] = skipped
     return report
+
+
+def with_timestamp(report: dict) -> dict:
+    return {**report, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def format_table(report: dict) -> str:

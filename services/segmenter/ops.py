@@ -307,7 +307,9 @@ def mask_quality(prob: np.ndarray, *, threshold: float = 0.5, work_side: int = 3
     return score, "" if score >= 0.9 else f"{1 - score:.2f} of the mask is uncertain"
 
 
-def refine_with_backdrop(image: np.ndarray, prob: np.ndarray, *, network_side: int = 320) -> np.ndarray:
+def refine_with_backdrop(
+    image: np.ndarray, prob: np.ndarray, *, network_side: int = 320, holes: bool = True
+) -> np.ndarray:
     """A network's mask with its outline redrawn from the colour of a plain backdrop.
 
     The network finds the object (the topology: which regions are person or product) but, at
@@ -315,8 +317,8 @@ def refine_with_backdrop(image: np.ndarray, prob: np.ndarray, *, network_side: i
     two network pixels wide around its 0.5 contour, a pixel is foreground where its CIELAB
     distance from the border's colour is above the border's own noise (the classical test);
     inside the band's inner edge the network's call stands. The edge then gets its alpha from
-    the known backdrop colour, as on the classical path. Measured on C1 on-model photos (U2Netp):
-    IoU 0.895 -> 0.899, boundary F 0.716 -> 0.736. Returns float32 HxW in [0, 1].
+    the known backdrop colour, as on the classical path. On the 143 C1 on-model photos (U2Netp,
+    holes not filled): IoU 0.901 -> 0.904, boundary F 0.756 -> 0.769. Returns float32 HxW in [0, 1].
     """
     small_side = 1024
     h, w = prob.shape
@@ -330,5 +332,7 @@ def refine_with_backdrop(image: np.ndarray, prob: np.ndarray, *, network_side: i
     lab = _lab(image[band_y, band_x][:, None, :])[:, 0, :]  # only the band: full frames can be 50 MP
     fused = inner.copy()
     fused[band_y, band_x] = np.linalg.norm(lab - stats.colour, axis=1) > max(2.0, 1.5 * stats.noise)
-    fused = fill_holes(keep_components(fused, 0.002))
+    fused = keep_components(fused, 0.002)
+    if holes:
+        fused = fill_holes(fused)
     return soft_edges(image, fused, stats.rgb)

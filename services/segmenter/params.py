@@ -29,7 +29,8 @@ class SegmenterParams(StepParams):
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     # True: soft edges (0..255); False: a hard 0/255 mask.
     soft: bool = True
-    # Fill enclosed background-like regions (a white print inside a white shirt).
+    # Fill enclosed background-like regions (a white print inside a white shirt). Off for people:
+    # the gaps between arms and body are background.
     fill_holes: bool = True
     # Drop separate blobs smaller than this fraction of the image (the largest always stays).
     min_component: float = Field(0.002, ge=0.0, le=0.5)

@@ -190,7 +190,7 @@ class SegmenterStep(BatchedStep):
                 uniformity = plan.info["border_uniformity"] = round(ops.border_stats(plan.rgb).uniformity, 4)
             if uniformity >= params.plain_uniformity:
                 side = model_class(plan.info["path"]).size
-                plan.prob = ops.refine_with_backdrop(plan.rgb, plan.prob, network_side=side)
+                plan.prob = ops.refine_with_backdrop(plan.rgb, plan.prob, network_side=side, holes=params.fill_holes)
                 plan.info["refined"] = "backdrop"
         if plan.info["path"] == "alpha":
             mask = np.clip(plan.prob * 255.0 + 0.5, 0, 255).astype(np.uint8)

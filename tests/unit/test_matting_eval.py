@@ -105,9 +105,10 @@ def test_cli_eval_matte_prints_json_last(tmp_path, capsys):
     _write_synthetic_set(tmp_path)
     argv = ["eval", "matte", "--images", str(tmp_path / "images"), "--trimaps", str(tmp_path / "trimaps"),
             "--alphas", str(tmp_path / "alphas"), "--json"]
-    assert main(argv) == 0
+    assert main([*argv, "--out", str(tmp_path / "result.json")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["n"] == 2 and report["sad"] >= 0.0
+    assert json.loads((tmp_path / "result.json").read_text())["sad"] == report["sad"]
     assert main([*argv[:-1], "--method", "bayesian"]) == 2
     assert "method" in capsys.readouterr().err
     assert main(["eval", "matte", "--images", str(tmp_path / "nowhere"), "--trimaps", "x", "--alphas", "y"]) == 2

@@ -271,3 +271,20 @@ def test_escalation_keeps_the_first_mask_when_the_stronger_model_is_missing(step
     mask, info = _run(step, image, model="u2netp", escalate_below=1.0, escalate_to="isnet")
     assert info["path"] == "u2netp" and "models fetch isnet" in info["escalation_failed"]
     assert np.array_equal(mask, first)
+
+
+def test_backdrop_refinement_redraws_a_blurred_outline():
+    """A dark ring on grey paper; the 'network' saw it at 1/8 scale: blurred and shifted by 2 px."""
+    image = np.full((320, 320, 3), 235, np.uint8)
+    truth = np.zeros((320, 320), np.uint8)
+    cv2.circle(truth, (160, 160), 100, 1, -1)
+    cv2.circle(truth, (160, 160), 40, 0, -1)  # the ring's hole is backdrop
+    image[truth > 0] = (60, 40, 90)
+    coarse = cv2.resize(cv2.resize(np.roll(truth, 2, axis=1).astype(np.float32), (40, 40), interpolation=cv2.INTER_AREA),
+                        (320, 320), interpolation=cv2.INTER_LINEAR)
+    before = _iou(coarse >= 0.5, truth > 0)
+    refined = ops.refine_with_backdrop(image, coarse, network_side=40, holes=False)
+    assert _iou(refined >= 0.5, truth > 0) > max(0.99, before + 0.01)
+    # With holes filled the ring's inside becomes foreground: right for a product, wrong for people.
+    filled = ops.refine_with_backdrop(image, coarse, network_side=40, holes=True)
+    assert (filled >= 0.5)[160, 160] and not (refined >= 0.5)[160, 160]
