@@ -7,7 +7,7 @@ entry point by two client threads, in turn, with the garment's cloth-mask as the
 garment with that mask as alpha as the cut-out) where the step takes one. The process's VmRSS is
 read from /proc every --every images. Growth is the slope of a least-squares line through the
 samples after the first 10% of images (warm-up: allocator pools, lazy imports), per 10,000
-images.
+images. A run of some services (--services) keeps the other services' figures in rss.json.
 
 A service that has not reached --n images after --max-seconds stops there (on 2 cores the
 cropper and the catalog generator handle a few images per second): its growth per 10,000 is
@@ -19,6 +19,7 @@ then extrapolated from the images it did handle, and the JSON says so.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import threading
@@ -90,6 +91,8 @@ def measure(service: str, n: int, every: int, n_photos: int, max_seconds: float,
         lock = threading.Lock()
         samples_i, samples_rss = [0], [rss_mb(proc.pid)]
         done = [0]
+        # Slow steps do not reach many multiples of `every`: sample on time as well.
+        sample_period_s, last_sample = max_seconds / 40, [time.perf_counter()]
         errors: list[str] = []
 
         def client() -> None:
@@ -102,9 +105,10 @@ def measure(service: str, n: int, every: int, n_photos: int, max_seconds: float,
                     errors.append(f"{exc.code()}: {exc.details()}")
                 with lock:
                     done[0] += 1
-                    if done[0] % every == 0:
+                    if done[0] % every == 0 or time.perf_counter() - last_sample[0] > sample_period_s:
                         samples_i.append(done[0])
                         samples_rss.append(rss_mb(proc.pid))
+                        last_sample[0] = time.perf_counter()
 
         start = time.perf_counter()
         threads = [threading.Thread(target=client) for _ in range(2)]
@@ -147,9 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     services = [s for s in args.services.split(",") if s]
     report = {"machine": machine(), "measured_at": now_iso(), "photos": "C1 VITON garments, 192x256, via gRPC",
               "warmup_share_excluded": WARMUP_SHARE, "services": {}}
+    previous = args.out / "rss.json"
+    if previous.exists():  # a run of some services keeps the others' earlier figures
+        kept = json.loads(previous.read_text()).get("services", {})
+        report["services"] = {k: v for k, v in kept.items() if k not in services}
     with tempfile.TemporaryDirectory(prefix="studioline-rss-") as tmp:
         for service in services:
             result = measure(service, args.n, args.every, args.photos, args.max_seconds, Path(tmp))
+            result["measured_at"] = now_iso()
             report["services"][service] = result
             print(f"{service:18s} {result['images']} images in {result['seconds']} s: RSS {result['rss_mb_start']} -> "
                   f"{result['rss_mb_end']} MB, growth {result['rss_growth_mb_per_10k']} MB/10k", flush=True)
