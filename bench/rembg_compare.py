@@ -210,7 +210,7 @@ def plot(report: dict, path: Path) -> None:
     axes[1].set_yticks(y, names)
     axes[1].set_xlim(0.5, 1)
     axes[1].set_xlabel("IoU vs ground truth")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="lower left")
     for ax in axes:
         ax.invert_yaxis()
     fig.suptitle(f"Studioline vs rembg on the same u2net.onnx: {report['throughput_ratio_vs_rembg_default']}x "

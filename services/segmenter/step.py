@@ -95,9 +95,15 @@ class SegmenterStep(BatchedStep):
                 self._assess(plan)
         self._run_models(plans)
         for plan in plans:
-            if isinstance(plan, _Plan) and plan.info.get("escalated") and "quality" not in plan.info:
+            if isinstance(plan, _Plan) and "quality" not in plan.info:  # the escalated ones
                 self._assess(plan)
-        return [p if isinstance(p, Exception) else self._finish(p) for p in plans]
+        return [p if isinstance(p, Exception) else self._finish_one(p) for p in plans]
+
+    def _finish_one(self, plan: _Plan) -> StepOutput | Exception:
+        try:
+            return self._finish(plan)
+        except Exception as exc:  # reported per item by the caller
+            return exc
 
     def _run_models(self, plans: list[_Plan | Exception]) -> None:
         for name in MODELS:
