@@ -145,7 +145,15 @@ def evaluate_matte(
             skipped.append({"name": stem, "reason": str(exc)})
             continue
         start = time.perf_counter()
-        alpha = ops.estimate_alpha(image, trimap, method=params.method, solve_pixels=params.solve_pixels)
+        alpha = ops.estimate_alpha(
+            image,
+            trimap,
+            method=params.method,
+            solve_pixels=params.solve_pixels,
+            expand_radius=params.expand_radius,
+            expand_colour=params.expand_colour,
+            clamp=params.clamp,
+        )
         seconds = time.perf_counter() - start
         records.append({"name": stem, **matte_errors(alpha, gt, trimap), "sec": seconds})
         if save_dir is not None:

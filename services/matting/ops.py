@@ -15,14 +15,31 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from pymatting import estimate_alpha_cf, estimate_alpha_knn, estimate_alpha_lkm, estimate_foreground_ml
+from pymatting.alpha.estimate_alpha_sm import expand_trimap as _expand_trimap
 
-from studioline.services.matting.ifm import estimate_alpha_ifm
+from studioline.services.matting.ifm import estimate_alpha_cf_ifm, estimate_alpha_ifm
 
 UNKNOWN = 128
-SOLVERS = {"ifm": estimate_alpha_ifm, "cf": estimate_alpha_cf, "knn": estimate_alpha_knn, "lkm": estimate_alpha_lkm}
+SOLVERS = {
+    "cf": estimate_alpha_cf,
+    "ifm": estimate_alpha_ifm,
+    "cf+ifm": estimate_alpha_cf_ifm,
+    "knn": estimate_alpha_knn,
+    "lkm": estimate_alpha_lkm,
+}
 # Context kept around the unknown region when cropping: covers the solvers' windows
 # (closed-form r=1 needs 2 px; large-kernel matting's default r=10 needs 20).
 CROP_MARGIN = 20
+# Trimap expansion (Shared Matting, Gastal and Oliveira 2010): an unknown pixel takes the label
+# of the nearest known pixel within EXPAND_RADIUS px whose colour is within EXPAND_COLOUR
+# (RGB distance, channels on [0, 1]). Chosen on the 20 alphamatting.com images, both trimaps
+# (closed-form at 60k pixels, mean SAD): none 5.66 / 7.50; (10, 0.02) 5.77 / 6.90; (10, 0.01)
+# 5.61 / 7.10; (5, 0.02) 5.36 / 7.15; (3, 0.02) 5.33 / 7.23; (5, 0.03) 5.30 / 7.03.
+EXPAND_RADIUS = 5
+EXPAND_COLOUR = 0.03
+# Solved alphas within CLAMP of 0 or 1 become exactly 0 or 1: solvers leave a faint veil over
+# pure background and foreground that the ground truth does not have.
+CLAMP = 0.05
 # Smallest half-size (px) of the window over which the image's texture around an edge is averaged.
 TEXTURE_WINDOW = 7
 # The band's width varies smoothly along the edge: above this long side it is measured on a
@@ -199,6 +216,22 @@ def guided_upsample(
     return (a * guide).sum(axis=-1) + b
 
 
+def expand_trimap(
+    image: np.ndarray, trimap: np.ndarray, radius: int = EXPAND_RADIUS, colour: float = EXPAND_COLOUR
+) -> np.ndarray:
+    """The trimap (uint8, 128 unknown) with unknown pixels that have a known pixel of nearly
+    their colour close by given that pixel's label (Shared Matting's expansion, pymatting's kernel)."""
+    if radius <= 0:
+        return trimap
+    t = np.where(trimap == 255, 1.0, np.where(trimap == 0, 0.0, 0.5)).astype(np.float32)
+    expanded = t.copy()
+    _expand_trimap(expanded, t, np.ascontiguousarray(image[..., :3], dtype=np.float32) / 255.0, int(radius), float(colour))
+    out = trimap.copy()
+    out[expanded == 1.0] = 255
+    out[expanded == 0.0] = 0
+    return out
+
+
 def _solve_box(image: np.ndarray, trimap: np.ndarray, method: str) -> np.ndarray:
     """pymatting-style solver on an image crop (uint8) and its trimap; alpha float in [0, 1]."""
     t = np.where(trimap == 255, 1.0, np.where(trimap == 0, 0.0, 0.5))
@@ -206,11 +239,19 @@ def _solve_box(image: np.ndarray, trimap: np.ndarray, method: str) -> np.ndarray
 
 
 def estimate_alpha(
-    image: np.ndarray, trimap: np.ndarray, *, method: str = "cf", solve_pixels: int = 60_000
+    image: np.ndarray,
+    trimap: np.ndarray,
+    *,
+    method: str = "cf",
+    solve_pixels: int = 60_000,
+    expand_radius: int = EXPAND_RADIUS,
+    expand_colour: float = EXPAND_COLOUR,
+    clamp: float = CLAMP,
 ) -> np.ndarray:
     """HxW float32 alpha in [0, 1] for an RGB uint8 image and a trimap, at the image's resolution.
 
-    The solver runs on the bounding box of the unknown region, scaled down (never up) until
+    Unknown pixels next to a known one of nearly their colour join it first (expand_trimap;
+    expand_radius 0: off); solved alphas within clamp of 0 or 1 are snapped to it. The solver runs on the bounding box of the unknown region, scaled down (never up) until
     the unknown region has at most solve_pixels pixels: its cost grows with that count, not
     with the image. A scaled solve is brought back by guided upsampling on the full-res image;
     known pixels keep the trimap's values exactly."""
@@ -223,11 +264,14 @@ def estimate_alpha(
     if not n_unknown:
         return alpha
     box = _bbox(unknown, CROP_MARGIN)
-    crop, crop_t = image[box], trimap[box]
+    crop = image[box]
+    crop_t = expand_trimap(crop, trimap[box], expand_radius, expand_colour)
+    n_unknown = int((crop_t == UNKNOWN).sum())
     has_fg, has_bg = (crop_t == 255).any(), (crop_t == 0).any()
-    if not (has_fg and has_bg):
+    if not (has_fg and has_bg) or not n_unknown:
         # Nothing to propagate between: unknown pixels join the one known side (none: transparent).
-        alpha[unknown] = 1.0 if has_fg else 0.0
+        region = alpha[box]
+        region[unknown[box]] = np.where(crop_t == 255, 1.0, np.where(crop_t == 0, 0.0, float(has_fg)))[unknown[box]]
         return alpha
     scale = min(1.0, (solve_pixels / n_unknown) ** 0.5)
     small, small_t = (crop, crop_t) if scale >= 1.0 else _downscale(crop, crop_t, scale)
@@ -236,8 +280,14 @@ def estimate_alpha(
     solved = _solve_box(small, small_t, method)
     if scale < 1.0:
         solved = guided_upsample(solved, small.astype(np.float32) / 255.0, crop.astype(np.float32) / 255.0)
+    solved = np.clip(solved, 0.0, 1.0)
+    if clamp > 0:
+        solved[solved < clamp] = 0.0
+        solved[solved > 1.0 - clamp] = 1.0
+    solved[crop_t == 255] = 1.0
+    solved[crop_t == 0] = 0.0
     region = alpha[box]
-    region[unknown[box]] = np.clip(solved[unknown[box]], 0.0, 1.0)
+    region[unknown[box]] = solved[unknown[box]]
     return alpha
 
 
@@ -292,6 +342,9 @@ def cutout(
     fg_level: int = 230,
     bg_level: int = 25,
     solve_pixels: int = 60_000,
+    expand_radius: int = EXPAND_RADIUS,
+    expand_colour: float = EXPAND_COLOUR,
+    clamp: float = CLAMP,
     max_side: int = 1024,
 ) -> Matte:
     """RGBA cut-out at the image's full resolution from an HxW uint8 (soft) object mask."""
@@ -301,7 +354,15 @@ def cutout(
         mask, image=image, band=band, min_band=min_band, min_band_px=min_band_px, fg_level=fg_level, bg_level=bg_level
     )
     t1 = time.perf_counter()
-    alpha = estimate_alpha(image, trimap, method=method, solve_pixels=solve_pixels)
+    alpha = estimate_alpha(
+        image,
+        trimap,
+        method=method,
+        solve_pixels=solve_pixels,
+        expand_radius=expand_radius,
+        expand_colour=expand_colour,
+        clamp=clamp,
+    )
     t2 = time.perf_counter()
     fg = estimate_foreground(image, alpha, max_side=max_side)
     a8 = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -10,9 +10,10 @@ from studioline.shared.step import StepParams
 
 
 class MattingParams(StepParams):
-    # Alpha solver: information-flow matting (Aksoy et al. 2017) or pymatting's closed-form
-    # (Levin et al.), KNN or large-kernel matting. See docs/ARCHITECTURE.md for their figures.
-    method: Literal["cf", "ifm", "knn", "lkm"] = "cf"
+    # Alpha solver: pymatting's closed-form (Levin et al.), information-flow matting (Aksoy et
+    # al. 2017), the mean of the two (best, ~4x closed-form's time), KNN or large-kernel
+    # matting. See docs/ARCHITECTURE.md for their figures.
+    method: Literal["cf", "ifm", "cf+ifm", "knn", "lkm"] = "cf"
     # The unknown band around the mask edge is as wide as the mask's own transition there, at
     # least min_band and at most band (fractions of the image's long side, so it scales with
     # resolution), widened towards band near hair-like texture; never narrower than min_band_px.
@@ -26,6 +27,12 @@ class MattingParams(StepParams):
     # The alpha is solved at a scale where the unknown region has at most this many pixels,
     # then brought back by guided upsampling: the solve's time stays bounded at any resolution.
     solve_pixels: int = Field(60_000, ge=1_000, le=2_000_000)
+    # Before solving, an unknown pixel with a known pixel of nearly its colour (RGB distance
+    # <= expand_colour on [0, 1]) within expand_radius px takes that label (0: off); after,
+    # alphas within clamp of 0 or 1 become 0 or 1 (see ops.EXPAND_RADIUS, ops.CLAMP).
+    expand_radius: int = Field(5, ge=0, le=32)
+    expand_colour: float = Field(0.03, ge=0.0, le=1.0)
+    clamp: float = Field(0.05, ge=0.0, lt=0.5)
     # Foreground colours are estimated at most at this long side, then solved at full resolution.
     max_side: int = Field(1024, ge=64, le=8192)
 

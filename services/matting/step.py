@@ -46,6 +46,9 @@ class MattingStep(Step):
             fg_level=params.fg_level,
             bg_level=params.bg_level,
             solve_pixels=params.solve_pixels,
+            expand_radius=params.expand_radius,
+            expand_colour=params.expand_colour,
+            clamp=params.clamp,
             max_side=params.max_side,
         )
         return StepOutput(

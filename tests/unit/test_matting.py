@@ -53,7 +53,7 @@ def step():
 @pytest.mark.parametrize(
     "method, name, max_sad, max_mse",
     [("cf", "GT19.png", 0.9, 4.2), ("cf", "GT14.png", 1.4, 3.8), ("cf", "GT20.png", 1.7, 3.8),
-     ("ifm", "GT19.png", 0.8, 3.3)],
+     ("ifm", "GT19.png", 0.8, 3.3), ("cf+ifm", "GT19.png", 0.8, 3.3)],
 )
 def test_alpha_from_given_trimap(method, name, max_sad, max_mse):
     image, gt, trimap = _load(name, "Trimap1")
@@ -65,6 +65,32 @@ def test_alpha_from_given_trimap(method, name, max_sad, max_mse):
     assert np.all(alpha[trimap == 255] == 1.0) and np.all(alpha[trimap == 0] == 0.0)
     # Far better than guessing 0.5 over the unknown region.
     assert sad < 0.3 * _sad_mse(np.full_like(alpha, 0.5), gt, unknown)[0]
+
+
+def test_expand_trimap_labels_unknown_pixels_next_to_their_colour():
+    """Unknown pixels within the radius of a known pixel of (nearly) their colour take its
+    label; those farther away, or next only to other colours, stay unknown."""
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, :30] = (200, 30, 30)
+    image[:, 30:] = (30, 30, 200)
+    image[:, 28:32] = (120, 120, 120)  # the edge: no known pixel has this colour
+    trimap = np.full((40, 60), ops.UNKNOWN, np.uint8)
+    trimap[:, :20] = 255
+    trimap[:, 40:] = 0
+    expanded = ops.expand_trimap(image, trimap, radius=5, colour=0.03)
+    assert np.all(expanded[:, :25] == 255) and np.all(expanded[:, 35:] == 0)
+    assert np.all(expanded[:, 25:35] == ops.UNKNOWN)
+    assert np.array_equal(ops.expand_trimap(image, trimap, radius=0), trimap)
+
+
+def test_clamped_alpha_has_no_faint_veil():
+    image, gt, trimap = _load("GT19.png", "Trimap1")
+    unknown = (trimap != 0) & (trimap != 255)
+    alpha = ops.estimate_alpha(image, trimap, method="cf", clamp=0.05)
+    inside = alpha[unknown]
+    assert not np.any((inside > 0) & (inside < 0.05)) and not np.any((inside < 1) & (inside > 0.95))
+    raw = ops.estimate_alpha(image, trimap, method="cf", clamp=0.0, expand_radius=0)
+    assert np.any((raw[unknown] > 0) & (raw[unknown] < 0.05)), "the unclamped solve should leave a veil"
 
 
 def test_scaled_solve_keeps_known_regions_exact():
