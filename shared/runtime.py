@@ -138,7 +138,11 @@ class StepRunner:
 def decode_input(kind: str, data: bytes, limits) -> np.ndarray:
     if kind in MASK_KINDS:
         return decode_mask(data, limits)
-    return decode_image(data, limits).pixels
+    pixels = decode_image(data, limits).pixels
+    if kind == "cutout" and pixels.shape[2] == 3:
+        # Decoding drops an alpha that hides nothing; a cut-out is RGBA by definition.
+        pixels = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
+    return pixels
 
 
 def check_same_size(image: np.ndarray, inputs: dict[str, np.ndarray]) -> None:

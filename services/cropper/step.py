@@ -24,6 +24,7 @@ class _Job:
     mask: np.ndarray | None
     mode: str  # "product" or "saliency", resolved from "auto"
     fill: tuple[int, int, int]
+    warning: str = ""  # set when the asked-for mode could not be honoured
 
 
 def _hex_rgb(colour: str) -> tuple[int, int, int]:
@@ -50,15 +51,18 @@ def _prepare(item: StepInput) -> _Job:
     else:
         rgb = image
     has_product = mask is not None and ops.mask_bbox(mask) is not None
+    warning = ""
     if params.mode == "product":
         if mask is None:
             raise MissingInput("cropper mode=product needs a mask (or an RGBA cut-out), which the job does not carry")
         if not has_product:
-            raise PermanentError("cropper mode=product: the mask is empty, there is no product to crop around")
-    mode = "product" if params.mode == "product" or (params.mode == "auto" and has_product) else "saliency"
+            # The segmenter found nothing: crops that follow the picture's subject still serve,
+            # and a person looks at the job rather than losing it.
+            warning = "the product mask is empty: cropped by saliency instead"
+    mode = "product" if has_product and params.mode in ("product", "auto") else "saliency"
     if mode == "product" and params.fill == "auto":
         fill = ops.border_colour(rgb, mask)
-    return _Job(params, rgb, mask, mode, fill)
+    return _Job(params, rgb, mask, mode, fill, warning)
 
 
 class CropperStep(BatchedStep):
@@ -113,6 +117,8 @@ class CropperStep(BatchedStep):
                 OutputImage(kind="crop", pixels=crop, params={"aspect": aspect_text, "mode": job.mode}, format="jpeg")
             )
         info = {"mode": job.mode, "boxes": boxes}
+        if job.warning:
+            info.update(warning=job.warning, needs_review=True)
         if job.mode == "saliency":
             info["saliency"] = p.saliency
             info["saliency_kept"] = kept

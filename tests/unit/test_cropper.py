@@ -11,7 +11,7 @@ import pytest
 from studioline.services.cropper import ops
 from studioline.services.cropper.step import CropperStep
 from studioline.shared.config import PROJECT_ROOT, Settings
-from studioline.shared.errors import InvalidParams, MissingInput, PermanentError
+from studioline.shared.errors import InvalidParams, MissingInput
 from studioline.shared.models.store import ModelStore
 from studioline.shared.step import StepInput
 
@@ -176,12 +176,14 @@ def test_defaults_and_normalised_aspects():
     assert CropperStep.parse_params({"aspects": [" 4 : 5 ", "16:9"]}).aspects == ["4:5", "16:9"]
 
 
-def test_product_mode_needs_a_non_empty_mask(step):
+def test_product_mode_needs_a_mask_and_falls_back_to_saliency_on_an_empty_one(step):
     img = np.full((100, 100, 3), 200, np.uint8)
     with pytest.raises(MissingInput):
         run(step, img, mode="product")
-    with pytest.raises(PermanentError, match="mask is empty"):
-        run(step, img, {"mask": np.zeros((100, 100), np.uint8)}, mode="product")
+    out = run(step, img, {"mask": np.zeros((100, 100), np.uint8)}, mode="product")
+    assert out.info["mode"] == "saliency" and out.info["needs_review"] is True
+    assert "mask is empty" in out.info["warning"]
+    assert [o.kind for o in out.images] == ["crop"]
 
 
 def test_spectral_saliency_needs_no_model():
