@@ -26,7 +26,7 @@ class MattingParams(StepParams):
     bg_level: int = Field(25, ge=0, le=254)
     # The alpha is solved at a scale where the unknown region has at most this many pixels,
     # then brought back by guided upsampling: the solve's time stays bounded at any resolution.
-    solve_pixels: int = Field(60_000, ge=1_000, le=2_000_000)
+    solve_pixels: int = Field(30_000, ge=1_000, le=2_000_000)
     # Before solving, an unknown pixel with a known pixel of nearly its colour (RGB distance
     # <= expand_colour on [0, 1]) within expand_radius px takes that label (0: off); after,
     # alphas within clamp of 0 or 1 become 0 or 1 (see ops.EXPAND_RADIUS, ops.CLAMP).

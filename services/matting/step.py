@@ -1,8 +1,9 @@
 """The matting step: turns the segmenter's (soft) mask into a halo-free RGBA cut-out.
 
 Trimap from the mask (an unknown band that follows the mask's uncertainty and the image's
-texture), alpha by information-flow matting (or pymatting's closed-form / KNN / large-kernel)
-on a bounded number of unknown pixels with guided upsampling, foreground colours re-estimated
+texture), expanded where unknown pixels sit next to known ones of their colour; alpha by
+closed-form matting (or information-flow, their mean, KNN, large-kernel) on a bounded number of
+unknown pixels, near-0/1 values snapped, with guided upsampling; foreground colours re-estimated
 under the alpha; the cut-out is at the input's full resolution.
 """
 

@@ -47,9 +47,11 @@ def step():
     return s
 
 
-# The benchmark's fine trimaps; bounds ~25% above what was measured. Closed-form: GT19 0.71 /
-# 3.35, GT14 1.10 / 3.00, GT20 1.36 / 2.97 (mean over all 20 images 5.55 / 21.7 at full
-# resolution); information flow: GT19 0.64 / 2.61.
+# The benchmark's fine trimaps; bounds ~25% above what was measured before trimap expansion
+# and clamping (closed-form: GT19 0.71 / 3.35, GT14 1.10 / 3.00, GT20 1.36 / 2.97; information
+# flow: GT19 0.64 / 2.61). With them: closed-form GT19 0.43 / 2.19, GT14 0.93 / 2.55, GT20
+# 1.18 / 2.68 (mean over all 20 images 5.20 / 21.2); information flow GT19 0.38 / 1.80; their
+# mean GT19 0.39 / 1.81.
 @pytest.mark.parametrize(
     "method, name, max_sad, max_mse",
     [("cf", "GT19.png", 0.9, 4.2), ("cf", "GT14.png", 1.4, 3.8), ("cf", "GT20.png", 1.7, 3.8),
@@ -105,8 +107,9 @@ def test_scaled_solve_keeps_known_regions_exact():
 
 
 # A binary mask (the ground truth thresholded at 0.5) through the whole step: the cut-out's
-# alpha must be clearly closer to the real matte than the mask itself (measured: GT14 1.13 vs
-# 3.22, GT15 1.86 vs 4.22; mean over all 20 images 4.35 vs 6.32).
+# alpha must be clearly closer to the real matte than the mask itself (whole-image SAD
+# measured: GT14 1.32 vs 3.22, GT15 2.49 vs 4.22; mean over all 20 images 4.66, 4.85 before
+# trimap expansion and clamping).
 @pytest.mark.parametrize("name", ["GT14.png", "GT15.png"])
 def test_step_cutout_beats_the_binary_mask(step, name):
     image, gt, _ = _load(name)
@@ -118,7 +121,7 @@ def test_step_cutout_beats_the_binary_mask(step, name):
     everywhere = np.ones(gt.shape, bool)
     sad, _ = _sad_mse(cutout.pixels[..., 3] / 255.0, gt, everywhere)
     sad_mask, _ = _sad_mse(mask / 255.0, gt, everywhere)
-    assert sad < 0.6 * sad_mask, f"{name}: SAD {sad:.2f} vs the mask's {sad_mask:.2f}"
+    assert sad < 0.7 * sad_mask, f"{name}: SAD {sad:.2f} vs the mask's {sad_mask:.2f}"
     assert 0.0 < out.info["trimap_unknown_fraction"] < 0.2
     assert out.info["seconds"] > 0.0
 

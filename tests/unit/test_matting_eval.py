@@ -95,7 +95,7 @@ def test_evaluate_matte_matches_by_stem_and_saves_alphas(tmp_path):
     )
     assert report["n"] == 2 and [r["name"] for r in report["images"]] == ["a", "b"]
     assert report["skipped"] == [{"name": "c", "reason": "no trimap"}]
-    assert set(report) >= {"n", "sad", "mse", "grad", "conn", "sec_per_image"}
+    assert set(report) >= {"n", "sad", "mse", "grad", "conn", "sec_per_image", "cpu_sec_per_image"}
     assert report["sad"] < 0.05 and report["mse"] < 5.0, report
     saved = cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_GRAYSCALE)
     assert saved.shape == (48, 64) and saved[:, :10].max() == 0 and saved[:, -10:].min() == 255
