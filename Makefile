@@ -67,7 +67,7 @@ BENCH_LINE_N ?= 500
 BENCH_RSS_N ?= 10000
 BENCH_RSS_MAX_S ?= 300
 
-bench: models ## speed and memory: steps, the whole line, rembg side by side, RSS over time, GPU (bench/results/*.json, *.png, summary.json)
+bench: models ## speed and memory: steps, the whole line, rembg side by side, RSS over time, GPU, HD cut-out and try-on (bench/results/*.json, *.png, summary.json)
 	@test -d $(SHARED_DATA) || { echo "bench needs the photos in $(SHARED_DATA)"; exit 1; }
 	@$(PY) -c "import rembg" 2>/dev/null || { echo "bench needs rembg: $(PY) -m pip install -e '.[bench]'"; exit 1; }
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/steps.py --n $(BENCH_STEPS_N)
@@ -75,6 +75,8 @@ bench: models ## speed and memory: steps, the whole line, rembg side by side, RS
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/line.py --n $(BENCH_LINE_N)
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/rss.py --n $(BENCH_RSS_N) --max-seconds $(BENCH_RSS_MAX_S)
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/gpu.py
+	SHARED_DATA=$(SHARED_DATA) $(PY) -m bench.matting_hd
+	SHARED_DATA=$(SHARED_DATA) $(PY) -m bench.compose_hd
 
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
 	$(STUDIOLINE) demo $(DIR) --out out
