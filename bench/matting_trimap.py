@@ -49,15 +49,7 @@ def main() -> None:
         row = {"name": gt_path.stem, "mask_sad": round(float(np.abs(mask / 255.0 - gt).sum() / 1000), 3)}
         for name, kwargs in TRIMAPS.items():
             trimap = ops.trimap_from_mask(mask, image=image, **kwargs)
-            alpha = ops.estimate_alpha(
-                image,
-                trimap,
-                method=params.method,
-                solve_pixels=params.solve_pixels,
-                expand_radius=params.expand_radius,
-                expand_colour=params.expand_colour,
-                clamp=params.clamp,
-            )
+            alpha = ops.estimate_alpha(image, trimap, **params.solver())
             sad[name].append(float(np.abs(alpha - gt).sum() / 1000))
             unknown[name].append(float((trimap == ops.UNKNOWN).mean()))
             row[name] = {"sad": round(sad[name][-1], 3), "unknown_fraction": round(unknown[name][-1], 4)}

@@ -147,15 +147,7 @@ def evaluate_matte(
             skipped.append({"name": stem, "reason": str(exc)})
             continue
         start, cpu_start = time.perf_counter(), time.process_time()
-        alpha = ops.estimate_alpha(
-            image,
-            trimap,
-            method=params.method,
-            solve_pixels=params.solve_pixels,
-            expand_radius=params.expand_radius,
-            expand_colour=params.expand_colour,
-            clamp=params.clamp,
-        )
+        alpha = ops.estimate_alpha(image, trimap, **params.solver())
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         records.append({"name": stem, **matte_errors(alpha, gt, trimap), "sec": seconds, "cpu_sec": cpu_seconds})
         if save_dir is not None:

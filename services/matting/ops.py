@@ -218,7 +218,10 @@ def guided_upsample(
     def box(x: np.ndarray) -> np.ndarray:
         return cv2.boxFilter(x, -1, size, borderType=cv2.BORDER_REFLECT)
 
-    p = low.astype(np.float32)
+    # float64: E[xy] - E[x]E[y] in float32 cancels to noise as large as eps on flat patches,
+    # and a determinant of exactly 0 there turned the whole alpha into NaN.
+    p = low.astype(np.float64)
+    guide_low = guide_low.astype(np.float64)
     mean_i, mean_p = box(guide_low), box(p)
     cov = box(guide_low * p[..., None]) - mean_i * mean_p[..., None]
 
@@ -232,11 +235,12 @@ def guided_upsample(
     det = s00 * c00 + s01 * c01 + s02 * c02
     r0, r1, r2 = cov[..., 0], cov[..., 1], cov[..., 2]
     a = np.dstack([c00 * r0 + c01 * r1 + c02 * r2, c01 * r0 + c11 * r1 + c12 * r2, c02 * r0 + c12 * r1 + c22 * r2])
-    a /= det[..., None]
+    # A degenerate system (det <= 0 can only come from rounding) gets a = 0: q is the local mean.
+    a = np.divide(a, det[..., None], out=np.zeros_like(a), where=det[..., None] > 0)
     b = mean_p - (a * mean_i).sum(axis=-1)
     h, w = guide.shape[:2]
-    a = cv2.resize(box(a), (w, h), interpolation=cv2.INTER_LINEAR)
-    b = cv2.resize(box(b), (w, h), interpolation=cv2.INTER_LINEAR)
+    a = cv2.resize(box(a).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    b = cv2.resize(box(b).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return (a * guide).sum(axis=-1) + b
 
 

@@ -36,6 +36,10 @@ class MattingParams(StepParams):
     # Foreground colours are estimated at most at this long side, then solved at full resolution.
     max_side: int = Field(1024, ge=64, le=8192)
 
+    def solver(self) -> dict:
+        """The alpha solver's own arguments (ops.estimate_alpha), for callers that bring a trimap."""
+        return self.model_dump(include={"method", "solve_pixels", "expand_radius", "expand_colour", "clamp"})
+
     @model_validator(mode="after")
     def _levels_ordered(self):
         if self.bg_level >= self.fg_level:

@@ -37,21 +37,7 @@ class MattingStep(Step):
         image = _rgb(item.image)
         mask = fit_mask(item.inputs["mask"], image.shape[:2], self.name)
         start = time.perf_counter()
-        matte = ops.cutout(
-            image,
-            mask,
-            method=params.method,
-            band=params.band,
-            min_band=params.min_band,
-            min_band_px=params.min_band_px,
-            fg_level=params.fg_level,
-            bg_level=params.bg_level,
-            solve_pixels=params.solve_pixels,
-            expand_radius=params.expand_radius,
-            expand_colour=params.expand_colour,
-            clamp=params.clamp,
-            max_side=params.max_side,
-        )
+        matte = ops.cutout(image, mask, **params.model_dump())
         return StepOutput(
             images=[OutputImage(kind="cutout", pixels=matte.rgba, format="png")],
             info={

@@ -239,3 +239,20 @@ def test_step_rejects_bad_requests(step):
     with pytest.raises(InvalidParams):
         MattingStep.parse_params({"band": 0.01, "min_band": 0.05})
     assert MattingStep.parse_params({"method": "knn", "solve_pixels": 20_000}).method == "knn"
+
+
+def test_guided_upsample_is_finite_on_flat_guides_and_follows_edges():
+    rng = np.random.default_rng(0)
+    low = rng.random((40, 30)).astype(np.float32)
+    for value in (0.0, 0.7, 1.0):  # flat patches: the covariance systems are as degenerate as they get
+        flat_low = np.full((40, 30, 3), value, np.float32) + rng.normal(0, 1e-6, (40, 30, 3)).astype(np.float32)
+        out = ops.guided_upsample(low, flat_low, np.full((80, 60, 3), value, np.float32))
+        assert out.shape == (80, 60) and np.isfinite(out).all()
+    # A map that is 1 left of a colour edge and 0 right of it is upsampled with the edge where the
+    # full-resolution guide has it.
+    guide = np.zeros((80, 60, 3), np.float32)
+    guide[:, :31] = 1.0
+    step_map = (np.arange(30) < 15).astype(np.float32)[None].repeat(40, 0)
+    guide_low = cv2.resize(guide, (30, 40), interpolation=cv2.INTER_AREA)
+    out = ops.guided_upsample(step_map, guide_low, guide)
+    assert out[:, :28].mean() > 0.9 and out[:, 34:].mean() < 0.1
