@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from pymatting import estimate_alpha_cf, estimate_alpha_knn, estimate_alpha_lkm, estimate_foreground_ml
+from pymatting import estimate_alpha_cf, estimate_alpha_knn, estimate_alpha_lkm, estimate_foreground_ml, ichol
 from pymatting.alpha.estimate_alpha_sm import expand_trimap as _expand_trimap
 
 from studioline.services.matting.ifm import estimate_alpha_ifm
@@ -27,8 +27,15 @@ UNKNOWN = 128
 CF_EPSILON = 1e-7
 
 
+def _preconditioner(matrix):
+    """pymatting's incomplete Cholesky without its first, unshifted try: that try fails on many
+    photos' Laplacians and prints a PERFORMANCE WARNING to stdout (into the service's JSON logs)
+    before retrying with a shift. The shift changes only the preconditioner, not the solution."""
+    return ichol(matrix, shifts=[1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0, 10.0, 100.0])
+
+
 def estimate_alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
-    return estimate_alpha_cf(image, trimap, laplacian_kwargs={"epsilon": CF_EPSILON})
+    return estimate_alpha_cf(image, trimap, preconditioner=_preconditioner, laplacian_kwargs={"epsilon": CF_EPSILON})
 
 
 def estimate_alpha_cf_ifm(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
