@@ -31,15 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, data_set, machine, now_iso, photos, plt, rss_mb, update_summary, write_json  # noqa: E402
+from studioline.shared.config import SERVICES  # noqa: E402
 
-RPC = {
-    "classifier": ("ClassifierStub", "Classify"),
-    "segmenter": ("SegmenterStub", "Segment"),
-    "matting": ("MattingStub", "Matte"),
-    "inpainter": ("InpainterStub", "Inpaint"),
-    "cropper": ("CropperStub", "Crop"),
-    "catalog-generator": ("CatalogGeneratorStub", "Compose"),
-}
 INPUTS = {"matting": "mask", "inpainter": "mask", "catalog-generator": "cutout"}
 WARMUP_SHARE = 0.1
 
@@ -78,17 +71,16 @@ def growth_per_10k(images: list[int], rss: list[float]) -> float | None:
 def measure(service: str, n: int, every: int, n_photos: int, max_seconds: float, log_dir: Path) -> dict:
     import grpc
 
+    from studioline.shared.client import step_call
     from studioline.shared.launcher import ServiceProcesses
-    from studioline.v1 import steps_pb2_grpc
 
     requests = requests_for(service, n_photos)
     env = {"STUDIOLINE_SERVICE__KAFKA": "false", "STUDIOLINE_LOG_LEVEL": "WARNING"}
     with ServiceProcesses(env, log_dir, services=(service,)) as procs:
         procs.wait_until_serving(timeout_s=600)
         proc, port = procs.procs[service]
-        stub_name, method = RPC[service]
         channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)])
-        call = getattr(getattr(steps_pb2_grpc, stub_name)(channel), method)
+        call = step_call(channel, service)
         counter = iter(range(n))
         lock = threading.Lock()
         samples_i, samples_rss = [0], [rss_mb(proc.pid)]
@@ -146,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=300,
                     help="stop a service's run after this long (slow steps: growth is then extrapolated)")
     ap.add_argument("--photos", type=int, default=263, help="distinct C1 garment photos cycled through")
-    ap.add_argument("--services", default=",".join(RPC))
+    ap.add_argument("--services", default=",".join(SERVICES))
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-summary", action="store_true", help="do not touch summary.json (smoke runs)")
     args = ap.parse_args(argv)

@@ -23,6 +23,25 @@ _TOPIC_ALREADY_EXISTS = 36
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
 
+# Each step's gRPC stub and method (proto/studioline/v1/steps.proto), for callers of one step.
+STEP_RPCS = {
+    "classifier": ("ClassifierStub", "Classify"),
+    "segmenter": ("SegmenterStub", "Segment"),
+    "matting": ("MattingStub", "Matte"),
+    "inpainter": ("InpainterStub", "Inpaint"),
+    "cropper": ("CropperStub", "Crop"),
+    "catalog-generator": ("CatalogGeneratorStub", "Compose"),
+}
+
+
+def step_call(channel, service: str):
+    """The unary call of `service`'s step on a gRPC channel: StepRequest -> the step's reply."""
+    from studioline.v1 import steps_pb2_grpc
+
+    stub_name, method = STEP_RPCS[service]
+    return getattr(getattr(steps_pb2_grpc, stub_name)(channel), method)
+
+
 def all_topics(settings) -> list[str]:
     k = settings.kafka
     return [k.topic("ingest"), k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in SERVICES]

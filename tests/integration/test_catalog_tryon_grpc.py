@@ -13,6 +13,7 @@ from google.protobuf.struct_pb2 import Struct
 from PIL import Image
 
 from studioline.services.catalog_generator import templates
+from studioline.shared.client import step_call
 from studioline.shared.config import PROJECT_ROOT, LimitSettings, S3Settings, Settings
 from studioline.shared.embedded import EmbeddedS3
 from studioline.shared.errors import StudiolineError
@@ -22,7 +23,7 @@ from studioline.shared.runtime import StepRunner
 from studioline.shared.service import build_grpc_server
 from studioline.shared.step import step_class
 from studioline.shared.storage import Storage
-from studioline.v1 import steps_pb2, steps_pb2_grpc
+from studioline.v1 import steps_pb2
 from tests.helpers import decode
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ def service(s3, viton):
     server, _, port = build_grpc_server("catalog-generator", StepRunner(step), settings, storage, None, 0)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield steps_pb2_grpc.CatalogGeneratorStub(channel).Compose
+    yield step_call(channel, "catalog-generator")
     channel.close()
     server.stop(0)
 

@@ -12,27 +12,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from studioline.shared.config import LimitSettings, Settings
+from studioline.shared.client import step_call
+from studioline.shared.config import SERVICES, LimitSettings, Settings
 from studioline.shared.models.store import ModelStore
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner
 from studioline.shared.service import build_grpc_server, servicer_module, set_serving
 from studioline.shared.step import step_class
 from studioline.shared.storage import Storage
-from studioline.v1 import steps_pb2, steps_pb2_grpc
+from studioline.v1 import steps_pb2
 from tests.helpers import decode
 
 pytestmark = pytest.mark.integration
-
-RPCS = {
-    "classifier": ("ClassifierStub", "Classify"),
-    "segmenter": ("SegmenterStub", "Segment"),
-    "matting": ("MattingStub", "Matte"),
-    "inpainter": ("InpainterStub", "Inpaint"),
-    "cropper": ("CropperStub", "Crop"),
-    "catalog-generator": ("CatalogGeneratorStub", "Compose"),
-}
-
 
 class Server:
     def __init__(self, service: str, settings: Settings, storage):
@@ -42,8 +33,7 @@ class Server:
         self.server.start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.step, self.service = step, service
-        stub_name, rpc = RPCS[service]
-        self.call = getattr(getattr(steps_pb2_grpc, stub_name)(self.channel), rpc)
+        self.call = step_call(self.channel, service)
 
     def status(self):
         stub = health_pb2_grpc.HealthStub(self.channel)
@@ -74,7 +64,7 @@ def settings(s3):
 def servers(settings):
     storage = Storage(settings.s3)
     storage.ensure_buckets("grpc-in", "grpc-out")
-    started = {name: Server(name, settings, storage) for name in RPCS}
+    started = {name: Server(name, settings, storage) for name in SERVICES}
     for server in started.values():
         assert server.status() == health_pb2.HealthCheckResponse.NOT_SERVING  # before the model is warm
         server.warm()
