@@ -125,6 +125,20 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def run_workers(ctx, target, worker_args: list[tuple], results, what: str, timeout_s: float = 3600) -> list:
+    """Starts one `ctx` process per args tuple, each putting one result on `results` (a ctx
+    Queue); returns the results once every worker has exited cleanly."""
+    procs = [ctx.Process(target=target, args=args) for args in worker_args]
+    for proc in procs:
+        proc.start()
+    out = [results.get(timeout=timeout_s) for _ in procs]
+    for proc in procs:
+        proc.join()
+        if proc.exitcode:
+            raise RuntimeError(f"{what} worker exited with {proc.exitcode}")
+    return out
+
+
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")

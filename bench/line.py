@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEMO_IMAGES, RESULTS, data_set, machine, now_iso, photos, plt, update_summary, write_json  # noqa: E402
+from common import DEMO_IMAGES, RESULTS, data_set, machine, now_iso, photos, plt, run_workers, update_summary, write_json  # noqa: E402
 
 TARGET_OVERHEAD = 0.10
 # Service and broker logs (git-ignored).
@@ -134,17 +134,10 @@ def steps_alone(env: dict, jobs: list, max_batch: int) -> dict:
     """The jobs' steps replayed in two worker processes; each step's images/s, all steps'."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_replay_worker, args=(env, [j.SerializeToString() for j in jobs[w::2]], max_batch, results))
-             for w in range(2)]
-    for p in procs:
-        p.start()
     # The workers time their steps one after the other; the two run side by side, as the
     # line's processes do. A step's share of the machine is its slower worker's time.
-    out = [results.get(timeout=7200) for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise RuntimeError(f"replay worker exited with {p.exitcode}")
+    worker_args = [(env, [j.SerializeToString() for j in jobs[w::2]], max_batch, results) for w in range(2)]
+    out = run_workers(ctx, _replay_worker, worker_args, results, "replay", timeout_s=7200)
     per_step = {s: max(o.get(s, 0.0) for o in out) for s in set().union(*out)}
     total = sum(per_step.values())
     return {

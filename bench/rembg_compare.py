@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     photos,
     plt,
     read_rgb,
+    run_workers,
     update_summary,
     write_json,
 )
@@ -126,16 +127,9 @@ def run_layout(engine: str, model: str, workers: int, jobs: list, model_dir: str
     barrier, results = ctx.Barrier(workers), ctx.Queue()
     # One process gets rembg's default (0: onnxruntime picks, all cores) or our 2 threads.
     threads = (0 if engine == "rembg" else 2) if workers == 1 else 1
-    procs = [ctx.Process(target=_worker, args=(engine, model, threads, model_dir, [tuple(map(str, j[:2])) + (j[2],)
-                                                                           for j in jobs[w::workers]], barrier, results))
-             for w in range(workers)]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=3600) for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise RuntimeError(f"{engine} worker exited with {p.exitcode}")
+    worker_args = [(engine, model, threads, model_dir, [tuple(map(str, j[:2])) + (j[2],) for j in jobs[w::workers]],
+                    barrier, results) for w in range(workers)]
+    out = run_workers(ctx, _worker, worker_args, results, engine)
     scores = [s for r in out for s in r["scores"]]
     return {"images_per_s": len(jobs) / max(r["wall_s"] for r in out), "scores": scores}
 

@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     photos,
     plt,
     read_rgb,
+    run_workers,
     write_json,
 )
 
@@ -137,18 +138,9 @@ def run_config(step_name: str, params: dict, jobs: list[tuple[str, str]], size: 
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
-    procs = []
-    for w in range(workers):
-        share = jobs[w::workers]
-        proc = ctx.Process(target=_worker, args=(step_name, params, share, size, max(2 // workers, 1), barrier, results))
-        proc.start()
-        procs.append(proc)
-    out = [results.get(timeout=3600) for _ in procs]
-    for proc in procs:
-        proc.join()
-        if proc.exitcode:
-            raise RuntimeError(f"{step_name} worker exited with {proc.exitcode}")
-    return out
+    threads = max(2 // workers, 1)
+    worker_args = [(step_name, params, jobs[w::workers], size, threads, barrier, results) for w in range(workers)]
+    return run_workers(ctx, _worker, worker_args, results, step_name)
 
 
 def main(argv: list[str] | None = None) -> int:
