@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from datetime import datetime, timezone
 
 import cv2
 import numpy as np
 
-from bench.common import RESULTS, ROOT, data_set
+from bench.common import RESULTS, ROOT, data_set, now_iso, write_json
 from studioline.services.catalog_generator import templates, tryon
 from studioline.shared.errors import PermanentError
 from studioline.shared.models.pose import BlazePose
@@ -86,9 +85,9 @@ def main() -> None:
         "median_prepare_s": round(statistics.median(r["prepare_s"] for r in rows), 3),
         "median_megapixels": round(statistics.median(r["width"] * r["height"] / 1e6 for r in rows), 2),
         "rows": rows,
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": now_iso(),
     }
-    (RESULTS / "compose_hd.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(RESULTS / "compose_hd.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
 
 

@@ -18,12 +18,11 @@ import json
 import os
 import statistics
 import time
-from datetime import datetime, timezone
 
 import cv2
 import numpy as np
 
-from bench.common import RESULTS, data_set, photos
+from bench.common import RESULTS, data_set, now_iso, photos, write_json
 from studioline.services.matting.step import MattingStep
 from studioline.services.segmenter.step import SegmenterStep
 from studioline.shared.config import get_settings
@@ -95,9 +94,9 @@ def main() -> None:
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "rows": rows,
         f"rows_at_{LARGE_SIDE}": large,
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": now_iso(),
     }
-    (RESULTS / "matting_hd.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(RESULTS / "matting_hd.json", result)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("rows")}))
 
 

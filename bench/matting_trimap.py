@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import statistics
-from datetime import datetime, timezone
 
 import cv2
 import numpy as np
 
-from bench.common import RESULTS, data_set
+from bench.common import RESULTS, data_set, now_iso, write_json
 from studioline.services.matting import ops
 from studioline.services.matting.params import MattingParams
 from studioline.services.segmenter.step import SegmenterStep
@@ -69,9 +68,9 @@ def main() -> None:
             for name, kwargs in TRIMAPS.items()
         },
         "images": per_image,
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": now_iso(),
     }
-    (RESULTS / "matting_trimap.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(RESULTS / "matting_trimap.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "images"}))
 
 
