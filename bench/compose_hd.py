@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.common import RESULTS, ROOT, data_set, now_iso, write_json
 from studioline.services.catalog_generator import templates, tryon
+from studioline.services.catalog_generator.prepare import prepare_template
 from studioline.shared.errors import PermanentError
 from studioline.shared.models.pose import BlazePose
 from studioline.shared.models.store import ModelStore
@@ -61,10 +62,10 @@ def main() -> None:
         photo = rgb(path)
         try:
             start = time.perf_counter()
-            template = templates.prepare(photo, pose)
+            template = prepare_template(photo, pose)
             prepare_s = time.perf_counter() - start
             native, native_s = timed_try_on(template, garment, alpha)
-            small = templates.prepare(at_side(photo, WORK_SIDE), pose)
+            small = prepare_template(at_side(photo, WORK_SIDE), pose)
             _, side_s = timed_try_on(small, garment, alpha)
         except PermanentError as exc:
             failed.append({"photo": f"{path.parent.name}/{path.name}", "error": str(exc)})

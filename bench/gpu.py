@@ -119,15 +119,16 @@ def batcher_throughput(runner, params, images: list[np.ndarray], n: int, feeders
 def grpc_throughput(runner, settings, jpegs: list[bytes], model: str, n: int, clients: int) -> float:
     import grpc
 
+    from studioline.shared.client import step_call
     from studioline.shared.runtime import dict_to_struct
-    from studioline.shared.service import build_grpc_server, set_serving, servicer_module
-    from studioline.v1 import steps_pb2, steps_pb2_grpc
+    from studioline.shared.service import build_grpc_server, set_serving
+    from studioline.v1 import steps_pb2
 
-    server, health, port = build_grpc_server("segmenter", runner, settings, None, None, 0)
+    server, health, port = build_grpc_server(runner, settings, None, None, 0)
     server.start()
-    set_serving(health, servicer_module("segmenter"), True)
+    set_serving(health, runner.step.spec, True)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)])
-    stub = steps_pb2_grpc.SegmenterStub(channel)
+    segment = step_call(channel, runner.step.spec.name)
     requests = [steps_pb2.StepRequest(image=steps_pb2.ImageInput(data=j), params=dict_to_struct({"model": model}))
                 for j in jpegs]
     counter, lock = iter(range(n)), threading.Lock()
@@ -138,7 +139,7 @@ def grpc_throughput(runner, settings, jpegs: list[bytes], model: str, n: int, cl
                 i = next(counter, None)
             if i is None:
                 return
-            stub.Segment(requests[i % len(requests)], timeout=300)
+            segment(requests[i % len(requests)], timeout=300)
 
     start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -165,11 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from studioline.shared.config import Settings
-    from studioline.shared.models.base import model_class
-    from studioline.shared.models.u2net import U2Net  # noqa: F401 - registers u2net and u2netp
+    from studioline.shared.models.registry import model_class
     from studioline.shared.models.store import ModelStore
     from studioline.shared.runtime import StepRunner
-    from studioline.shared.step import step_class
+    from studioline.shared import steps
 
     settings = Settings()
     store = ModelStore(settings.models.dir)
@@ -192,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     model.close()
 
     service_settings = Settings(batching={"max_batch_size": best_bs, "max_queue_delay_ms": 5 if on_gpu else 0})
-    step = step_class("segmenter")(service_settings, store)
+    step = steps.spec("segmenter").step_class()(service_settings, store)
     step.load()
     step.warmup()
     runner = StepRunner(step)
     feeders = max(2, 2 * best_bs // 8)
-    via_batcher = batcher_throughput(runner, step.parse_params({"model": args.model}), images, n_images, feeders)
+    via_batcher = batcher_throughput(runner, step.spec.parse_params({"model": args.model}), images, n_images, feeders)
     print(f"service via the batcher: {via_batcher:.2f} images/s", flush=True)
     via_grpc = grpc_throughput(runner, service_settings, jpegs, args.model, n_images, args.clients)
     print(f"service via gRPC:        {via_grpc:.2f} images/s", flush=True)

@@ -85,10 +85,9 @@ def compute_ms(jobs: list) -> list[float]:
 def _replay_worker(env: dict, jobs: list[bytes], max_batch: int, results) -> None:
     """Runs each job's steps on the inputs the line gave them, batch by batch; returns seconds."""
     os.environ.update(env)
+    from studioline.shared import jobpath, steps
     from studioline.shared.config import Settings
     from studioline.shared.models.store import ModelStore
-    from studioline.shared.runtime import decode_input
-    from studioline.shared.step import WORKING_IMAGE_KIND, StepInput, step_class
     from studioline.shared.storage import Storage
     from studioline.v1 import job_pb2
 
@@ -98,26 +97,21 @@ def _replay_worker(env: dict, jobs: list[bytes], max_batch: int, results) -> Non
     events = [job_pb2.JobEvent.FromString(b) for b in jobs]
     items: dict[str, list] = {}
     for job in events:
-        source = decode_input("image", storage.get(job.source.bucket, job.source.key), settings.limits)
-        planned = [("classifier", {})] + [(s.step, dict(s.params)) for s in job.slip.steps]
-        for i, (name, params) in enumerate(planned):
-            before = {a.step for a in job.artifacts} & {s for s, _ in planned[:i]}
-            available = [a for a in job.artifacts if a.step in before]
-            latest = {a.kind: a for a in available}
-            cls = step_class(name)
-            image = source
-            if WORKING_IMAGE_KIND in latest:
-                art = latest[WORKING_IMAGE_KIND]
-                image = decode_input(WORKING_IMAGE_KIND, storage.get(art.ref.bucket, art.ref.key), settings.limits)
-            inputs = {}
-            for kind in cls.consumes + cls.optional_inputs:
-                if kind in latest:
-                    art = latest[kind]
-                    inputs[kind] = decode_input(kind, storage.get(art.ref.bucket, art.ref.key), settings.limits)
-            items.setdefault(name, []).append(StepInput(image=image, params=cls.parse_params(params), inputs=inputs))
+        # Each step as the line ran it: the slip up to it, the artifacts of the steps before it.
+        for position, planned in enumerate(job.slip.steps):
+            spec = steps.spec(planned.step)
+            before = {s.step for s in job.slip.steps[:position]}
+            partial = job_pb2.JobEvent(source=job.source, slip=job.slip)
+            partial.artifacts.extend(a for a in job.artifacts if a.step in before)
+            kind, ref, refs = jobpath.reads_for(spec, partial)
+            image = jobpath.Blob(storage.get(ref.bucket, ref.key), kind)
+            inputs = {k: jobpath.Blob(storage.get(r.bucket, r.key), k) for k, r in refs.items()}
+            params = spec.load_params(planned.params_json)
+            prepared = jobpath.prepare(spec, params, image, inputs, settings.limits)
+            items.setdefault(planned.step, []).append(prepared.item)
     seconds: dict[str, float] = {}
     for name, step_items in items.items():
-        step = step_class(name)(settings, store)
+        step = steps.spec(name).step_class()(settings, store)
         step.load()
         step.warmup()
         start = time.perf_counter()

@@ -42,11 +42,11 @@ def enlarge(image: np.ndarray, side: int) -> np.ndarray:
 def cut_out(segmenter: SegmenterStep, matting: MattingStep, image: np.ndarray) -> dict:
     """Seconds per stage of one photo's cut-out, and what the steps reported."""
     start = time.perf_counter()
-    (seg,) = segmenter.run_batch([StepInput(image=image, params=segmenter.Params(model="auto"))])
+    (seg,) = segmenter.run_batch([StepInput(image=image, params=segmenter.spec.params(model="auto"))])
     if isinstance(seg, Exception):
         raise seg
     mid = time.perf_counter()
-    out = matting.run(StepInput(image=image, params=matting.Params(), inputs={"mask": seg.images[0].pixels}))
+    out = matting.run(StepInput(image=image, params=matting.spec.params(), inputs={"mask": seg.images[0].pixels}))
     end = time.perf_counter()
     if out.images[0].pixels.shape[:2] != image.shape[:2]:
         raise AssertionError("the cut-out must keep the input's resolution")
@@ -89,7 +89,7 @@ def main() -> None:
         "median_megapixels": round(statistics.median(r["width"] * r["height"] / 1e6 for r in rows), 2),
         f"n_at_{LARGE_SIDE}": len(large),
         f"median_s_at_{LARGE_SIDE}": medians(large) if large else None,
-        "matting_params": matting.Params().model_dump(),
+        "matting_params": matting.spec.params().model_dump(),
         "note": "2-core machine; other work on it inflates these timings (load average: 1-minute, before/after)",
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "rows": rows,

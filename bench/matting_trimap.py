@@ -43,11 +43,11 @@ def main() -> None:
     for gt_path in sorted((root / "gt_training_lowres").glob("*.png")):
         image = np.ascontiguousarray(cv2.imread(str(root / "input_training_lowres" / gt_path.name))[..., ::-1])
         gt = cv2.imread(str(gt_path), cv2.IMREAD_GRAYSCALE).astype(np.float64) / 255.0
-        (seg,) = segmenter.run_batch([StepInput(image=image, params=segmenter.Params(model="u2netp"))])
+        (seg,) = segmenter.run_batch([StepInput(image=image, params=segmenter.spec.params(model="u2netp"))])
         mask = seg.images[0].pixels
         row = {"name": gt_path.stem, "mask_sad": round(float(np.abs(mask / 255.0 - gt).sum() / 1000), 3)}
         for name, kwargs in TRIMAPS.items():
-            trimap = ops.trimap_from_mask(mask, image=image, **kwargs)
+            trimap = ops.trimap_from_mask(mask, image=image, **{**params.trimap(), **kwargs})
             alpha = ops.estimate_alpha(image, trimap, **params.solver())
             sad[name].append(float(np.abs(alpha - gt).sum() / 1000))
             unknown[name].append(float((trimap == ops.UNKNOWN).mean()))

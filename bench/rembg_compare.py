@@ -91,14 +91,15 @@ def _rembg_engine(model: str, threads: int, model_dir: str):
 def _ours_engine(model: str, threads: int):
     from studioline.shared.config import Settings
     from studioline.shared.models.store import ModelStore
-    from studioline.shared.step import StepInput, step_class
+    from studioline.shared import steps
+    from studioline.shared.step import StepInput
 
     settings = Settings(models={"intra_op_threads": threads, "device": "cpu"})
-    step = step_class("segmenter")(settings, ModelStore(settings.models.dir))
+    step = steps.spec("segmenter").step_class()(settings, ModelStore(settings.models.dir))
     step.load()
     # The clean-up the routing table gives each kind of photo, on the same model: people keep
     # the gaps between arms and body (no hole filling), products get their holes filled.
-    params = {kind: step.parse_params({"model": model, "fill_holes": kind != "B2_person"})
+    params = {kind: step.spec.parse_params({"model": model, "fill_holes": kind != "B2_person"})
               for kind in ("C1_cloth", "B2_person")}
 
     def segment(rgb: np.ndarray, kind: str) -> np.ndarray:

@@ -31,9 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, data_set, machine, now_iso, photos, plt, rss_mb, update_summary, write_json  # noqa: E402
-from studioline.shared.config import SERVICES  # noqa: E402
+from studioline.shared import steps  # noqa: E402
 
-INPUTS = {"matting": "mask", "inpainter": "mask", "catalog-generator": "cutout"}
+# Inputs the bench can give a step besides the photo: a ground-truth mask and a cut-out made from it.
+MADE_INPUTS = ("mask", "cutout")
 WARMUP_SHARE = 0.1
 
 
@@ -44,11 +45,11 @@ def requests_for(service: str, n_photos: int) -> list:
     out = []
     for path in photos(c1 / "cloth", n_photos, seed=6):
         mask = cv2.imread(str(c1 / "cloth-mask" / path.name), cv2.IMREAD_GRAYSCALE)
-        if INPUTS.get(service) == "cutout" and mask.min() > 0:
+        kind = next((k for k in steps.spec(service).inputs if k in MADE_INPUTS), None)
+        if kind == "cutout" and mask.min() > 0:
             continue  # nothing transparent: not a cut-out (decoding drops an all-opaque alpha)
         image = path.read_bytes()
         request = steps_pb2.StepRequest(image=steps_pb2.ImageInput(data=image))
-        kind = INPUTS.get(service)
         if kind:
             if kind == "mask":
                 data = cv2.imencode(".png", mask)[1].tobytes()
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=300,
                     help="stop a service's run after this long (slow steps: growth is then extrapolated)")
     ap.add_argument("--photos", type=int, default=263, help="distinct C1 garment photos cycled through")
-    ap.add_argument("--services", default=",".join(SERVICES))
+    ap.add_argument("--services", default=",".join(steps.names()))
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-summary", action="store_true", help="do not touch summary.json (smoke runs)")
     args = ap.parse_args(argv)

@@ -42,21 +42,23 @@ from common import (  # noqa: E402
     run_workers,
     write_json,
 )
+from studioline.shared import steps  # noqa: E402
 
-# (label, step, params): each step with its default parameters; the segmenter also per model.
+# Steps measured in more than one configuration (label suffix -> parameters); the others run with
+# their defaults.
+VARIANTS = {"segmenter": {name: {"model": name} for name in ("auto", "u2netp", "u2net", "classical")}}
+# (label, step, params): every step of the step table.
 CONFIGS = [
-    ("classifier", "classifier", {}),
-    ("segmenter[auto]", "segmenter", {}),
-    ("segmenter[u2netp]", "segmenter", {"model": "u2netp"}),
-    ("segmenter[u2net]", "segmenter", {"model": "u2net"}),
-    ("segmenter[classical]", "segmenter", {"model": "classical"}),
-    ("matting", "matting", {}),
-    ("inpainter", "inpainter", {}),
-    ("cropper", "cropper", {}),
-    ("catalog-generator", "catalog-generator", {}),
+    (f"{name}[{label}]" if name in VARIANTS else name, name, params)
+    for name in steps.names()
+    for label, params in VARIANTS.get(name, {"": {}}).items()
 ]
-# Inputs each step is given besides the photo.
-STEP_INPUTS = {"matting": ("mask",), "inpainter": ("mask",), "catalog-generator": ("cutout",)}
+# Inputs the bench can give a step besides the photo: the segmenter's mask and a cut-out made from it.
+MADE_INPUTS = ("mask", "cutout")
+
+
+def step_inputs(name: str) -> tuple[str, ...]:
+    return tuple(k for k in steps.spec(name).inputs if k in MADE_INPUTS)
 
 
 def photo_sets(n: int, sizes: list[str]) -> dict[str, list[Path]]:
@@ -80,15 +82,15 @@ def make_masks(paths: list[Path], size: str, folder: Path) -> list[Path]:
     """The segmenter's auto mask for each photo, saved as PNG for the workers."""
     from studioline.shared.config import Settings
     from studioline.shared.models.store import ModelStore
-    from studioline.shared.step import StepInput, step_class
+    from studioline.shared.step import StepInput
 
     settings = Settings()
-    segmenter = step_class("segmenter")(settings, ModelStore(settings.models.dir))
+    segmenter = steps.spec("segmenter").step_class()(settings, ModelStore(settings.models.dir))
     segmenter.load()
     out = []
     for i, path in enumerate(paths):
         image = load_image(path, size)
-        (result,) = segmenter.run_batch([StepInput(image=image, params=segmenter.Params())])
+        (result,) = segmenter.run_batch([StepInput(image=image, params=segmenter.spec.params())])
         if isinstance(result, Exception):
             raise result
         target = folder / f"{size}-{i}.png"
@@ -102,13 +104,13 @@ def _worker(step_name, params, jobs, size, threads, barrier, results):
     """One worker process: load the step as a service does, wait for the others, run the jobs."""
     from studioline.shared.config import Settings
     from studioline.shared.models.store import ModelStore
-    from studioline.shared.step import StepInput, step_class
+    from studioline.shared.step import StepInput
 
     settings = Settings(models={"intra_op_threads": threads, "device": "cpu"})
-    step = step_class(step_name)(settings, ModelStore(settings.models.dir))
+    step = steps.spec(step_name).step_class()(settings, ModelStore(settings.models.dir))
     step.load()
     step.warmup()
-    parsed = step.parse_params(params)
+    parsed = step.spec.parse_params(params)
     barrier.wait()
     latencies = []
     start = time.perf_counter()
@@ -117,7 +119,7 @@ def _worker(step_name, params, jobs, size, threads, barrier, results):
         inputs = {}
         if mask_path:
             mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
-            wanted = STEP_INPUTS.get(step_name, ())
+            wanted = step_inputs(step_name)
             if "mask" in wanted:
                 inputs["mask"] = mask
             if "cutout" in wanted:
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, step_name, params in configs:
             report["steps"][label] = {"params": params}
             for size, paths in sets.items():
-                jobs = [(str(p), str(m) if step_name in STEP_INPUTS else "") for p, m in zip(paths, masks[size])]
+                jobs = [(str(p), str(m) if step_inputs(step_name) else "") for p, m in zip(paths, masks[size])]
                 one = run_config(step_name, params, jobs, size, workers=1)[0]
                 two = run_config(step_name, params, jobs, size, workers=2)
                 entry = {

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from studioline.shared.config import SERVICES
+from studioline.shared import steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run one service (gRPC + Kafka loop)")
-    p.add_argument("service", choices=SERVICES)
+    p.add_argument("service", choices=steps.names())
 
     sub.add_parser("init", help="create the topics and buckets the line needs")
 
@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return eval_compose_command(args)
     if args.command == "templates":
-        from studioline.services.catalog_generator.templates import templates_command
-
-        return templates_command(args)
+        return _templates(args)
     if args.command == "eval":
         return _eval_classify(args)
     if args.command == "explain":
@@ -238,6 +236,40 @@ def _explain(args) -> int:
     finally:
         step.close()
     print(json.dumps({"image": str(args.image), **explanation}) if args.json else format_explanation(explanation))
+    return 0
+
+
+def _templates(args) -> int:
+    import numpy as np
+
+    from studioline.services.catalog_generator import templates
+    from studioline.services.catalog_generator.prepare import prepare_template
+    from studioline.shared.config import get_settings
+    from studioline.shared.errors import PermanentError
+    from studioline.shared.imageio import decode_image
+    from studioline.shared.models.pose import BlazePose
+    from studioline.shared.models.store import ModelStore
+    from studioline.shared.storage import Storage
+
+    settings = get_settings()
+    storage = Storage(settings.s3)
+    bucket = settings.s3.templates_bucket
+    if args.templates_command == "list":
+        for template_id in templates.list_ids(storage, bucket):
+            print(template_id)
+        return 0
+    template_id = templates.check_id(args.template_id or args.photo.stem)
+    try:
+        photo = decode_image(args.photo.read_bytes(), settings.limits).pixels[..., :3]
+        model = BlazePose(ModelStore(settings.models.dir, storage, settings.s3.models_bucket), threads=settings.models.intra_op_threads)
+        template = prepare_template(np.ascontiguousarray(photo), model)
+    except (OSError, PermanentError) as exc:
+        print(f"studioline templates add: {args.photo}: {exc}", file=sys.stderr)
+        return 1
+    storage.ensure_buckets(bucket)
+    templates.save(storage, bucket, template_id, template)
+    print(json.dumps({"id": template_id, "bucket": bucket, "width": template.photo.shape[1],
+                      "height": template.photo.shape[0], "region_px": int(template.region.sum())}))
     return 0
 
 

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import for_code
 
-from studioline.shared.config import SERVICES
+from studioline.shared import steps
 from studioline.shared.events import new_job
 from studioline.shared.storage import Storage
 from studioline.v1 import job_pb2
@@ -23,28 +23,21 @@ _TOPIC_ALREADY_EXISTS = 36
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
 
-# Each step's gRPC stub and method (proto/studioline/v1/steps.proto), for callers of one step.
-STEP_RPCS = {
-    "classifier": ("ClassifierStub", "Classify"),
-    "segmenter": ("SegmenterStub", "Segment"),
-    "matting": ("MattingStub", "Matte"),
-    "inpainter": ("InpainterStub", "Inpaint"),
-    "cropper": ("CropperStub", "Crop"),
-    "catalog-generator": ("CatalogGeneratorStub", "Compose"),
-}
-
-
 def step_call(channel, service: str):
     """The unary call of `service`'s step on a gRPC channel: StepRequest -> the step's reply."""
-    from studioline.v1 import steps_pb2_grpc
+    from studioline.v1 import steps_pb2
 
-    stub_name, method = STEP_RPCS[service]
-    return getattr(getattr(steps_pb2_grpc, stub_name)(channel), method)
+    spec = steps.spec(service)
+    return channel.unary_unary(
+        spec.rpc_path,
+        request_serializer=steps_pb2.StepRequest.SerializeToString,
+        response_deserializer=spec.reply_class().FromString,
+    )
 
 
 def all_topics(settings) -> list[str]:
     k = settings.kafka
-    return [k.topic("ingest"), k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in SERVICES]
+    return [k.topic("ingest"), k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in steps.names()]
 
 
 def create_kafka_topics(

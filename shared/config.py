@@ -18,7 +18,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from studioline.shared.errors import ConfigError
 
-SERVICES = ("classifier", "segmenter", "matting", "inpainter", "cropper", "catalog-generator")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

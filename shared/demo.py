@@ -23,7 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from studioline.shared.config import PROJECT_ROOT, SERVICES, Settings
+from studioline.shared import steps
+from studioline.shared.config import PROJECT_ROOT, Settings
 from studioline.shared.client import Submitter, collect_results, image_files, init_infrastructure
 from studioline.shared.embedded import EmbeddedKafka, EmbeddedS3
 from studioline.shared.launcher import ServiceProcesses
@@ -49,7 +50,7 @@ def run_demo(folder: Path | None, out: Path, timeout_s: float) -> int:
             print(f"no images found in {folder}", file=sys.stderr)
             return 1
         services = stack.enter_context(ServiceProcesses(env, out / "logs"))
-        print(f"waiting for {len(SERVICES)} services to load their models ...")
+        print(f"waiting for {len(steps.names())} services to load their models ...")
         services.wait_until_serving(timeout_s=300)
 
         submitter = Submitter(settings)

@@ -12,17 +12,17 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from studioline.shared.config import SERVICES
+from studioline.shared import steps
 from studioline.shared.embedded import free_port
 
 
 class ServiceProcesses:
     """Services as separate processes, each with its own ports and log file."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, services=SERVICES):
+    def __init__(self, env: dict[str, str], log_dir: Path, services: tuple[str, ...] | None = None):
         self.env = env
         self.log_dir = log_dir
-        self.services = services
+        self.services = services or steps.names()
         self.procs: dict[str, tuple[subprocess.Popen, int]] = {}  # service -> (process, gRPC port)
         self.metrics_ports: dict[str, int] = {}
 

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from studioline.shared import steps
 from studioline.shared.errors import ConfigError, InvalidEvent, InvalidParams
-from studioline.shared.runtime import dict_to_struct
-from studioline.shared.step import WORKING_IMAGE_KIND, STEP_CLASSES, step_class
+from studioline.shared.jobpath import struct_params
 from studioline.v1 import job_pb2
 
 
@@ -74,21 +73,22 @@ class Router:
                 raise ConfigError(f"type {image_type!r} maps to unknown chain {chain!r}")
         if self.fallback_chain not in chains:
             raise ConfigError(f"fallback chain {self.fallback_chain!r} is not defined")
-        for name, steps in chains.items():
-            for i, planned in enumerate(steps):
-                if planned.step not in STEP_CLASSES or planned.step == "classifier":
+        chain_steps = {s.name: s for s in steps.specs().values() if not s.routes}
+        for name, planned_steps in chains.items():
+            for i, planned in enumerate(planned_steps):
+                if planned.step not in chain_steps:
                     raise ConfigError(
                         f"chain {name!r} step {i + 1}: unknown step {planned.step!r}; "
-                        f"steps are {', '.join(s for s in STEP_CLASSES if s != 'classifier')}"
+                        f"steps are {', '.join(chain_steps)}"
                     )
                 try:
-                    step_class(planned.step).parse_params(planned.params)
+                    chain_steps[planned.step].parse_params(planned.params)
                 except InvalidParams as exc:
                     raise ConfigError(f"chain {name!r} step {i + 1}: {exc}") from exc
 
     @property
     def known_outputs(self) -> set[str]:
-        return {kind for name in STEP_CLASSES for kind in step_class(name).produces}
+        return {kind for s in steps.specs().values() for kind in s.produced_kinds}
 
     def decide(self, image_type: str, confidence: float, requested_chain: str = "") -> Decision:
         if requested_chain:
@@ -110,22 +110,22 @@ class Router:
                 f"recipe asks for unknown output(s) {', '.join(sorted(unknown))}; "
                 f"outputs are {', '.join(sorted(self.known_outputs))}"
             )
-        steps = self.table.chains[chain]
         kept: list[_PlannedStepSpec] = []
         needed: set[str] = set()
-        for planned in reversed(steps):
-            cls = step_class(planned.step)
-            produces = set(cls.produces)
+        for planned in reversed(self.table.chains[chain]):
+            spec = steps.spec(planned.step)
+            produces = set(spec.produced_kinds)
             if not wanted or produces & wanted or produces & needed:
                 kept.append(planned)
-                # Every later step reads the cleaned image when there is one.
-                needed |= set(cls.consumes) | set(cls.optional_inputs) | {WORKING_IMAGE_KIND}
+                # Every later step reads the working image (a cleaned photo) when there is one.
+                needed |= set(spec.inputs) | steps.working_kinds()
         kept.reverse()
         slip = job_pb2.RoutingSlip(chain=chain, position=0)
         for planned in kept:
-            params = dict(planned.params)
+            raw = dict(planned.params)
             if planned.step in recipe.step_params:
-                params.update(MessageToDict(recipe.step_params[planned.step]))
-            step_class(planned.step).parse_params(params)  # a bad recipe fails here, at ingest
-            slip.steps.add(step=planned.step, params=dict_to_struct(params))
+                raw.update(struct_params(recipe.step_params[planned.step]))
+            # Validated once, here (a bad recipe fails at ingest); the step gets the model's JSON.
+            params = steps.spec(planned.step).parse_params(raw)
+            slip.steps.add(step=planned.step, params_json=params.model_dump_json())
         return slip

@@ -11,23 +11,18 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import numpy as np
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
 from studioline.shared.config import BatchingSettings
-from studioline.shared.errors import PermanentError
 from studioline.shared.events import artifact_key
-from studioline.shared.imageio import CONTENT_TYPES, DecodedImage, decode_image, decode_mask, encode_image, sha256_hex
+from studioline.shared.imageio import CONTENT_TYPES, encode_image, sha256_hex
 from studioline.shared.metrics import BATCH_SIZE, QUEUE_SECONDS, STEP_SECONDS
+from studioline.shared.jobpath import check_output
+from studioline.shared.spec import StepSpec
 from studioline.shared.step import Step, StepInput, StepOutput
 from studioline.v1 import job_pb2
 
 log = logging.getLogger(__name__)
-
-# Artifact kinds read as one-channel masks; everything else is decoded as RGB(A).
-MASK_KINDS = {"mask", "fill_mask"}
-
 
 # Lower runs first: a person waiting on a gRPC call goes ahead of catalogue work from Kafka.
 PRIORITY = {"grpc": 0, "kafka": 1}
@@ -135,33 +130,6 @@ class StepRunner:
             return exc
 
 
-def decode_input(kind: str, data: bytes, limits) -> np.ndarray:
-    if kind in MASK_KINDS:
-        return decode_mask(data, limits)
-    pixels = decode_image(data, limits).pixels
-    if kind == "cutout" and pixels.shape[2] == 3:
-        # Decoding drops an alpha that hides nothing; a cut-out is RGBA by definition.
-        pixels = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
-    return pixels
-
-
-def check_same_size(image: np.ndarray, inputs: dict[str, np.ndarray]) -> None:
-    for kind, arr in inputs.items():
-        if arr.shape[:2] != image.shape[:2]:
-            raise PermanentError(
-                f"input {kind!r} is {arr.shape[1]}x{arr.shape[0]} but the image is "
-                f"{image.shape[1]}x{image.shape[0]}: they must match",
-                "size_mismatch",
-            )
-
-
-def fill_source_ref(ref: job_pb2.ImageRef, decoded: DecodedImage) -> None:
-    ref.sha256 = ref.sha256 or decoded.sha256
-    ref.width, ref.height = decoded.width, decoded.height
-    if not ref.content_type:
-        ref.content_type = f"image/{decoded.format.lower()}"
-
-
 @dataclass
 class EncodedOutput:
     kind: str
@@ -173,7 +141,9 @@ class EncodedOutput:
     name: str  # file name inside the step's output folder
 
 
-def encode_outputs(output: StepOutput) -> list[EncodedOutput]:
+def encode_outputs(spec: StepSpec, output: StepOutput) -> list[EncodedOutput]:
+    """The step's images encoded, after checking they are of the kinds its spec declares."""
+    check_output(spec, output)
     encoded = []
     seen: dict[str, int] = {}
     for img in output.images:
@@ -220,10 +190,6 @@ def store_outputs(
             )
         )
     return artifacts
-
-
-def struct_to_dict(struct: Struct) -> dict:
-    return MessageToDict(struct)
 
 
 def dict_to_struct(values: dict) -> Struct:

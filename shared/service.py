@@ -7,7 +7,6 @@ finishes its batch and commits, gRPC drains in-flight calls, the model is closed
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import threading
@@ -17,64 +16,56 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from studioline.shared.config import SERVICES, get_settings
+from studioline.shared import steps
+from studioline.shared.config import get_settings
 from studioline.shared.logs import configure_logging
 from studioline.shared.metrics import READY, start_metrics_server
 from studioline.shared.models.store import ModelStore
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner
-from studioline.shared.step import step_class
+from studioline.shared.servicer import StepServicer
 from studioline.shared.storage import Storage
 from studioline.shared.worker import KafkaWorker
 
 log = logging.getLogger(__name__)
 
 
-def servicer_module(service: str):
-    return importlib.import_module(f"studioline.services.{service.replace('-', '_')}.servicer")
-
-
-def build_grpc_server(service: str, runner: StepRunner, settings, storage, router, port: int):
+def build_grpc_server(runner: StepRunner, settings, storage, router, port: int):
     """The gRPC server for one step, with health (NOT_SERVING until told) and reflection.
     Returns (server, health servicer, bound port)."""
-    module = servicer_module(service)
-    args = (runner, settings, storage, router) if service == "classifier" else (runner, settings, storage)
+    spec = runner.step.spec
     limit = settings.limits.inline_max_bytes * 2 + (1 << 20)  # an image plus its mask, inline
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.service.grpc_workers),
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
     )
-    module.add_to_server(module.__dict__[_servicer_class_name(module)](*args), server)
+    server.add_generic_rpc_handlers((StepServicer(runner, settings, storage, router).handler(),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", module.SERVICE_NAME):
+    for name in ("", spec.grpc_service):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        (module.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((spec.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     bound = server.add_insecure_port(f"[::]:{port}")
     return server, health_servicer, bound
 
 
-def _servicer_class_name(module) -> str:
-    return next(n for n in vars(module) if n.endswith("Servicer") and n != "StepServicerBase")
-
-
-def set_serving(health_servicer, module, serving: bool) -> None:
+def set_serving(health_servicer, spec, serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", module.SERVICE_NAME):
+    for name in ("", spec.grpc_service):
         health_servicer.set(name, status)
 
 
 def serve(service: str) -> None:
-    if service not in SERVICES:
-        raise SystemExit(f"unknown service {service!r}; services are {', '.join(SERVICES)}")
+    try:
+        spec = steps.spec(service)
+    except KeyError as exc:
+        raise SystemExit(exc.args[0]) from None
     settings = get_settings()
     configure_logging(service, settings.log_level, settings.log_json)
     storage = Storage(settings.s3)
-    router = Router.from_settings(settings) if service == "classifier" else None
+    router = Router.from_settings(settings) if spec.routes else None
     store = ModelStore(settings.models.dir, storage, settings.s3.models_bucket)
-    step = step_class(service)(settings, store)
+    step = spec.step_class()(settings, store)
     runner = StepRunner(step)
 
     stop = threading.Event()
@@ -83,11 +74,8 @@ def serve(service: str) -> None:
 
     start_metrics_server(settings.service.metrics_port)
     server = health_servicer = None
-    module = servicer_module(service)
     if settings.service.grpc:
-        server, health_servicer, port = build_grpc_server(
-            service, runner, settings, storage, router, settings.service.grpc_port
-        )
+        server, health_servicer, port = build_grpc_server(runner, settings, storage, router, settings.service.grpc_port)
         server.start()
         log.info("gRPC listening, NOT_SERVING until warm", extra={"port": port})
 
@@ -95,7 +83,7 @@ def serve(service: str) -> None:
     step.warmup()
     READY.labels(service).set(1)
     if health_servicer is not None:
-        set_serving(health_servicer, module, True)
+        set_serving(health_servicer, spec, True)
     log.info("ready", extra={"step": service})
 
     worker_thread = None
@@ -111,7 +99,7 @@ def serve(service: str) -> None:
     log.info("stopping: draining in-flight work")
     READY.labels(service).set(0)
     if health_servicer is not None:
-        set_serving(health_servicer, module, False)
+        set_serving(health_servicer, spec, False)
     if worker_thread is not None:
         worker_thread.join()
     if server is not None:

@@ -1,4 +1,8 @@
-"""The gRPC side of a step: request in, decoded images, the step, encoded outputs back.
+"""The gRPC front of a step: one generic handler for every step, bound from its spec.
+
+Request in, the same job path as the Kafka loop (shared/jobpath.py), the step through the
+batcher, encoded outputs and the step's report back. A routing step answers with its
+classification and the plan the router makes.
 
 Error mapping: bad input (not an image, too large, bad parameters, missing mask) is
 INVALID_ARGUMENT with the reason; a missing model file FAILED_PRECONDITION; storage outages
@@ -12,32 +16,33 @@ import time
 
 import grpc
 
+from studioline.shared import jobpath
 from studioline.shared.errors import ModelMissing, PermanentError, TransientError
-from studioline.shared.imageio import decode_image, sha256_hex
 from studioline.shared.metrics import IMAGES
-from studioline.shared.runtime import (
-    StepRunner,
-    check_same_size,
-    decode_input,
-    dict_to_struct,
-    encode_outputs,
-    store_outputs,
-    struct_to_dict,
-)
-from studioline.shared.step import StepInput, StepOutput
+from studioline.shared.runtime import StepRunner, dict_to_struct, encode_outputs, store_outputs
+from studioline.shared.step import StepOutput
 from studioline.v1 import job_pb2, steps_pb2
 
 log = logging.getLogger(__name__)
 
 
-class StepServicerBase:
-    """Mixed into each service's generated servicer class; the RPC method calls `handle`."""
-
-    def __init__(self, runner: StepRunner, settings, storage):
+class StepServicer:
+    def __init__(self, runner: StepRunner, settings, storage, router=None):
         self.runner = runner
-        self.step_cls = type(runner.step)
+        self.spec = runner.step.spec
         self.settings = settings
         self.storage = storage
+        self.router = router  # routing steps: plans the reply's slip
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The step's one RPC, as steps.proto declares it."""
+        reply_class = self.spec.reply_class()
+        method = grpc.unary_unary_rpc_method_handler(
+            self.handle,
+            request_deserializer=steps_pb2.StepRequest.FromString,
+            response_serializer=reply_class.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(self.spec.grpc_service, {self.spec.method: method})
 
     def _read(self, image: steps_pb2.ImageInput, what: str) -> bytes:
         which = image.WhichOneof("source")
@@ -57,40 +62,52 @@ class StepServicerBase:
             return self.storage.get(image.ref.bucket, image.ref.key)
         raise PermanentError(f"{what}: no image given (set data or ref)", "no_image")
 
-    def _step_input(self, request: steps_pb2.StepRequest) -> tuple[StepInput, str, list[str]]:
-        """The step's input, the source's sha256 and the inputs' (which name stored outputs)."""
-        params = self.step_cls.parse_params(struct_to_dict(request.params))
-        limits = self.settings.limits
-        decoded = decode_image(self._read(request.image, "image"), limits)
-        image = decoded.pixels
-        allowed = set(self.step_cls.consumes) | set(self.step_cls.optional_inputs)
-        unknown = set(request.inputs) - allowed
-        if unknown:
-            raise PermanentError(
-                f"{self.step_cls.name} takes no input(s) {', '.join(sorted(unknown))}; "
-                f"it takes {', '.join(sorted(allowed)) or 'none'}",
-                "invalid_input",
-            )
-        raw_inputs = {kind: self._read(img, kind) for kind, img in sorted(request.inputs.items())}
-        inputs = {kind: decode_input(kind, data, limits) for kind, data in raw_inputs.items()}
-        self.step_cls.check_inputs(inputs)
-        check_same_size(image, inputs)
-        input_shas = [sha256_hex(data) for data in raw_inputs.values()]
-        return StepInput(image=image, params=params, inputs=inputs), decoded.sha256, input_shas
+    def execute(self, request: steps_pb2.StepRequest) -> tuple[StepOutput, jobpath.Prepared]:
+        """Runs the step on the request's image and inputs."""
+        params = self.spec.parse_params(jobpath.struct_params(request.params))
+        image = jobpath.Blob(self._read(request.image, "image"))
+        inputs = {kind: jobpath.Blob(self._read(img, kind), kind) for kind, img in request.inputs.items()}
+        prepared = jobpath.prepare(self.spec, params, image, inputs, self.settings.limits)
+        (result,), _ = self.runner.run([prepared.item], source="grpc")
+        if isinstance(result, Exception):
+            raise result
+        return result, prepared
 
-    def execute(self, request: steps_pb2.StepRequest, context) -> tuple[StepOutput, dict]:
-        """Runs the step; returns its output and the basis of stored outputs' keys."""
+    def handle(self, request: steps_pb2.StepRequest, context):
+        start = time.perf_counter()
         try:
-            item, source_sha, input_shas = self._step_input(request)
-            (result,), per_item = self.runner.run([item], source="grpc")
-            if isinstance(result, Exception):
-                raise result
-            IMAGES.labels(self.step_cls.name, "grpc", "ok").inc()
-            basis = {"params": item.params.model_dump(mode="json"), "inputs": [source_sha, *input_shas]}
-            return result, basis
+            result, prepared = self.execute(request)
+            reply = self._routed(result) if self.spec.routes else self._outputs(request, result, prepared)
+            reply.report.CopyFrom(jobpath.report_message(self.spec, result))
         except Exception as exc:
-            IMAGES.labels(self.step_cls.name, "grpc", "error").inc()
+            IMAGES.labels(self.spec.name, "grpc", "error").inc()
             self._abort(context, exc)
+        IMAGES.labels(self.spec.name, "grpc", "ok").inc()
+        reply.ms = (time.perf_counter() - start) * 1000
+        return reply
+
+    def _routed(self, result: StepOutput) -> steps_pb2.ClassifyReply:
+        job = job_pb2.JobEvent()
+        job.slip.steps.add(step=self.spec.name)
+        jobpath.route(job, jobpath.classification_message(result), self.router)
+        return steps_pb2.ClassifyReply(classification=job.classification, slip=job.slip)
+
+    def _outputs(self, request, result: StepOutput, prepared: jobpath.Prepared) -> steps_pb2.StepReply:
+        reply = steps_pb2.StepReply()
+        encoded = encode_outputs(self.spec, result)
+        if request.output_bucket:
+            basis = prepared.key_basis
+            arts = store_outputs(
+                self.storage, request.output_bucket, "grpc", basis["inputs"][0], self.spec.name, basis, encoded
+            )
+            for art, out in zip(arts, encoded):
+                reply.outputs.add(kind=out.kind, params=art.params, ref=art.ref, content_type=out.content_type,
+                                  width=out.width, height=out.height)
+        else:
+            for out in encoded:
+                reply.outputs.add(kind=out.kind, params=dict_to_struct(out.params), data=out.data,
+                                  content_type=out.content_type, width=out.width, height=out.height)
+        return reply
 
     def _abort(self, context, exc: Exception):
         if isinstance(exc, PermanentError):
@@ -100,50 +117,4 @@ class StepServicerBase:
         if isinstance(exc, TransientError):
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         log.exception("step failed on a gRPC request")
-        context.abort(grpc.StatusCode.INTERNAL, f"{self.step_cls.name} failed: {type(exc).__name__}: {exc}")
-
-    def handle(self, request: steps_pb2.StepRequest, context) -> steps_pb2.StepReply:
-        start = time.perf_counter()
-        result, basis = self.execute(request, context)
-        reply = steps_pb2.StepReply()
-        try:
-            encoded = encode_outputs(result)
-            if request.output_bucket:
-                arts = store_outputs(
-                    self.storage, request.output_bucket, "grpc", basis["inputs"][0], self.step_cls.name, basis, encoded
-                )
-                for art, out in zip(arts, encoded):
-                    reply.outputs.add(kind=out.kind, params=art.params, ref=art.ref, content_type=out.content_type,
-                                      width=out.width, height=out.height)
-            else:
-                for out in encoded:
-                    reply.outputs.add(kind=out.kind, params=dict_to_struct(out.params), data=out.data,
-                                      content_type=out.content_type, width=out.width, height=out.height)
-            reply.info.update(_jsonable(result.info))
-        except Exception as exc:
-            self._abort(context, exc)
-        reply.ms = (time.perf_counter() - start) * 1000
-        return reply
-
-
-def _jsonable(value):
-    """Step info as JSON-able values for a protobuf Struct (numpy scalars and tuples included)."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def classification_message(info: dict) -> job_pb2.Classification:
-    return job_pb2.Classification(
-        image_type=info["image_type"],
-        confidence=float(info["confidence"]),
-        scores={k: float(v) for k, v in info.get("scores", {}).items()},
-    )
+        context.abort(grpc.StatusCode.INTERNAL, f"{self.spec.name} failed: {type(exc).__name__}: {exc}")

@@ -1,25 +1,25 @@
-"""The step interface every service implements, and the registry of steps by name.
+"""The step interface every service implements: what a step receives and what it returns.
 
 A step is an image operation with a fixed lifecycle (load, warm up, serve, close). It receives
-a batch of items at once, so a later dynamic batcher can hand it Kafka and gRPC work together
-without a new interface; steps without batched models just loop.
+a batch of items at once, so the dynamic batcher can hand it Kafka and gRPC work together;
+steps without batched models just loop. What a step is (name, parameters, artifact kinds) is
+its spec (shared/spec.py); the class holds only the code.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from studioline.shared.errors import InvalidParams, MissingInput, PermanentError
+from studioline.shared.errors import PermanentError
 
-# Later steps work on the latest artifact of this kind when the job has one (the inpainter's
-# output), else on the source image.
-WORKING_IMAGE_KIND = "cleaned"
+if TYPE_CHECKING:
+    from studioline.shared.spec import StepSpec
 
 
 class StepParams(BaseModel):
@@ -44,27 +44,42 @@ class OutputImage:
     format: str = "png"
 
 
+@dataclass(frozen=True)
+class Route:
+    """What a routing step found out about an image; the router plans the chain from it."""
+
+    image_type: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class StepOutput:
+    """A step's typed result: its images and its report. The report's fields reach the done
+    event (JobEvent.reports) and the gRPC reply alike."""
+
     images: list[OutputImage] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # step-specific facts: boxes, paths, timings
+    quality: float | None = None  # the step's own 0..1 estimate of how good its result is
+    quality_note: str = ""  # what lowered it
+    needs_review: bool = False  # a person should look at this job
+    warnings: list[str] = field(default_factory=list)  # done, but not as asked
+    refusals: dict[str, str] = field(default_factory=dict)  # parts of the work declined, and why
+    route: Route | None = None  # routing steps only
 
 
 class Step(ABC):
-    """One step of the line. Subclasses set the class attributes and implement `run`."""
+    """One step of the line. Subclasses set `spec` and implement `run` (or `run_batch`)."""
 
-    name: ClassVar[str]  # service name, e.g. "segmenter"
-    Params: ClassVar[type[StepParams]]
-    # Artifact kinds this step reads besides the working image (e.g. ("mask",)).
-    consumes: ClassVar[tuple[str, ...]] = ()
-    # Artifact kinds it reads when present but can do without.
-    optional_inputs: ClassVar[tuple[str, ...]] = ()
-    # Artifact kinds it writes; the router prunes steps whose products nobody wants.
-    produces: ClassVar[tuple[str, ...]] = ()
+    spec: ClassVar["StepSpec"]
 
     def __init__(self, settings, model_store):
         self.settings = settings
         self.models = model_store
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     def load(self) -> None:
         """Loads models; called once before serving."""
@@ -74,10 +89,8 @@ class Step(ABC):
         rng = np.random.default_rng(0)
         image = np.full((256, 256, 3), 245, np.uint8)
         image[64:192, 80:176] = rng.integers(0, 200, (128, 96, 3), dtype=np.uint8)
-        inputs = {}
-        for kind in self.consumes:
-            inputs[kind] = _warmup_input(kind, image)
-        self.run(StepInput(image=image, params=self.Params(), inputs=inputs))
+        inputs = {kind: _warmup_input(kind, image) for kind in self.spec.consumes}
+        self.run(StepInput(image=image, params=self.spec.params(), inputs=inputs))
 
     @abstractmethod
     def run(self, item: StepInput) -> StepOutput:
@@ -85,13 +98,7 @@ class Step(ABC):
 
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
         """Processes a batch; one failing item never fails the others."""
-        results: list[StepOutput | Exception] = []
-        for item in items:
-            try:
-                results.append(self.run(item))
-            except Exception as exc:  # reported per item by the caller
-                results.append(exc)
-        return results
+        return each(self.run, items)
 
     def close(self) -> None:
         """Releases models."""
@@ -99,28 +106,10 @@ class Step(ABC):
     def load_model(self, name: str):
         """Creates and loads the registered model `name` on the configured device and threads."""
         from studioline.shared.config import ModelSettings
-        from studioline.shared.models.base import model_class
+        from studioline.shared.models.registry import open_model
 
         cfg = self.settings.models if self.settings is not None else ModelSettings()
-        model = model_class(name)(self.models, device=cfg.device, threads=cfg.intra_op_threads)
-        model.load()
-        return model
-
-    @classmethod
-    def parse_params(cls, raw: dict[str, Any] | None) -> StepParams:
-        try:
-            return cls.Params(**(raw or {}))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(params)'}: {e['msg']}" for e in exc.errors()
-            )
-            raise InvalidParams(f"invalid parameters for {cls.name}: {problems}") from exc
-
-    @classmethod
-    def check_inputs(cls, inputs: dict[str, np.ndarray]) -> None:
-        missing = [k for k in cls.consumes if k not in inputs]
-        if missing:
-            raise MissingInput(f"{cls.name} needs the artifact(s) {', '.join(missing)}, which the job does not carry")
+        return open_model(name, self.models, device=cfg.device, threads=cfg.intra_op_threads)
 
 
 class BatchedStep(Step):
@@ -150,31 +139,27 @@ def fit_mask(mask: np.ndarray, shape: tuple[int, int], step: str, kind: str = "m
     return mask
 
 
+def each(fn: Callable[[Any], Any], items: list) -> list:
+    """fn over items; an item whose call raises gets its exception as its result, so one bad
+    image never fails the others of its batch (the caller reports it per item)."""
+    results = []
+    for item in items:
+        try:
+            results.append(fn(item))
+        except Exception as exc:  # reported per item by the caller
+            results.append(exc)
+    return results
+
+
 def _warmup_input(kind: str, image: np.ndarray) -> np.ndarray:
+    """A synthetic input of `kind` over the warm-up image, shaped as the kind decodes."""
+    from studioline.shared.steps import artifact_kinds
+
     mask = np.zeros(image.shape[:2], np.uint8)
     mask[64:192, 80:176] = 255
-    if kind == "mask":
+    pixels = artifact_kinds()[kind].pixels
+    if pixels == "mask":
         return mask
-    if kind == "cutout":
+    if pixels == "rgba":
         return np.dstack([image, mask])
-    raise PermanentError(f"no warm-up input defined for artifact kind {kind}")
-
-
-# Step classes by service name, imported lazily so a service loads only its own code.
-STEP_CLASSES = {
-    "classifier": "studioline.services.classifier.step:ClassifierStep",
-    "segmenter": "studioline.services.segmenter.step:SegmenterStep",
-    "matting": "studioline.services.matting.step:MattingStep",
-    "inpainter": "studioline.services.inpainter.step:InpainterStep",
-    "cropper": "studioline.services.cropper.step:CropperStep",
-    "catalog-generator": "studioline.services.catalog_generator.step:CatalogGeneratorStep",
-}
-
-
-def step_class(name: str) -> type[Step]:
-    try:
-        target = STEP_CLASSES[name]
-    except KeyError:
-        raise KeyError(f"unknown step {name!r}; known steps: {', '.join(STEP_CLASSES)}") from None
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
+    return image

@@ -22,22 +22,14 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka.errors import CommitFailedError, KafkaError
 
+from studioline.shared import jobpath
 from studioline.shared.errors import PermanentError, StudiolineError, TransientError
 from studioline.shared.events import now_ts, parse_ingest, parse_job
 from studioline.shared.logs import job_context
 from studioline.shared.metrics import DEAD_LETTERS, HOP_SECONDS, IMAGES, RETRIES
 from studioline.shared.routing import Router
-from studioline.shared.runtime import (
-    StepRunner,
-    check_same_size,
-    decode_input,
-    encode_outputs,
-    fill_source_ref,
-    store_outputs,
-    struct_to_dict,
-)
-from studioline.shared.imageio import decode_image
-from studioline.shared.step import WORKING_IMAGE_KIND, StepInput
+from studioline.shared.runtime import StepRunner, encode_outputs, store_outputs
+from studioline.shared.step import StepInput
 from studioline.v1 import job_pb2
 
 log = logging.getLogger(__name__)
@@ -84,15 +76,15 @@ def producer_config(settings) -> dict:
 class KafkaWorker:
     def __init__(self, runner: StepRunner, settings, storage, router: Router | None = None):
         self.runner = runner
-        self.step_cls = type(runner.step)
-        self.name = self.step_cls.name
+        self.spec = runner.step.spec
+        self.name = self.spec.name
         self.settings = settings
         self.storage = storage
         self.router = router
         k = settings.kafka
         self.ingest_topic = k.topic("ingest")
         self.topics = [k.step_topic(self.name)]
-        if self.name == "classifier":
+        if self.spec.routes:  # new jobs start at the routing step
             self.topics.insert(0, self.ingest_topic)
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -144,7 +136,14 @@ class KafkaWorker:
             except PermanentError as exc:
                 futures.append(self._dead_letter(record, None, exc, attempt=1))
                 continue
-            pending.extend(_Work(record, job) for job in jobs)
+            for job in jobs:
+                if record.topic == self.ingest_topic:
+                    try:
+                        jobpath.start_slip(job, self.spec)
+                    except PermanentError as exc:
+                        futures.append(self._dead_letter(record, job, exc, attempt=1))
+                        continue
+                pending.append(_Work(record, job))
 
         retry = self.settings.retry
         attempt = 1
@@ -207,38 +206,14 @@ class KafkaWorker:
 
     def _prepare(self, work: _Work) -> None:
         job = work.job
-        limits = self.settings.limits
-        if self.name == "classifier":
-            raw_params = struct_to_dict(job.recipe.step_params["classifier"]) if "classifier" in job.recipe.step_params else {}
-        else:
-            if job.slip.position >= len(job.slip.steps) or job.slip.steps[job.slip.position].step != self.name:
-                raise PermanentError(
-                    f"routing slip does not point at {self.name} (position {job.slip.position} of "
-                    f"{[s.step for s in job.slip.steps]})",
-                    "misrouted",
-                )
-            raw_params = struct_to_dict(job.slip.steps[job.slip.position].params)
-        params = self.step_cls.parse_params(raw_params)
-
-        working = _latest(job, WORKING_IMAGE_KIND)
-        if working is None:
-            decoded = decode_image(self.storage.get(job.source.bucket, job.source.key), limits)
-            fill_source_ref(job.source, decoded)
-            image, image_sha = decoded.pixels, job.source.sha256
-        else:
-            image = decode_input(WORKING_IMAGE_KIND, self.storage.get(working.ref.bucket, working.ref.key), limits)
-            image_sha = working.ref.sha256
-        inputs = {}
-        input_shas = [image_sha]
-        for kind in self.step_cls.consumes + self.step_cls.optional_inputs:
-            art = _latest(job, kind)
-            if art is not None:
-                inputs[kind] = decode_input(kind, self.storage.get(art.ref.bucket, art.ref.key), limits)
-                input_shas.append(art.ref.sha256)
-        self.step_cls.check_inputs(inputs)
-        check_same_size(image, inputs)
-        work.key_basis = {"params": params.model_dump(mode="json"), "inputs": input_shas}
-        work.item = StepInput(image=image, params=params, inputs=inputs, job_id=job.job_id)
+        params = jobpath.planned_params(self.spec, job)
+        image_kind, image_ref, input_refs = jobpath.reads_for(self.spec, job)
+        image = jobpath.Blob(self.storage.get(image_ref.bucket, image_ref.key), image_kind)
+        inputs = {kind: jobpath.Blob(self.storage.get(ref.bucket, ref.key), kind) for kind, ref in input_refs.items()}
+        prepared = jobpath.prepare(self.spec, params, image, inputs, self.settings.limits, job.job_id)
+        if prepared.source is not None:  # what was read, not what the sender claimed
+            job.source.MergeFrom(prepared.source)
+        work.key_basis, work.item = prepared.key_basis, prepared.item
         HOP_SECONDS.labels(self.name).observe(max(0.0, time.time() - job.updated_at.ToNanoseconds() / 1e9))
 
     def _forward(self, work: _Work, output, per_item_s: float):
@@ -252,36 +227,15 @@ class KafkaWorker:
             job.source.sha256,
             self.name,
             work.key_basis,
-            encode_outputs(output),
+            encode_outputs(self.spec, output),
         )
-        job.artifacts.extend(artifacts)
         job.timings.add(step=self.name, ms=per_item_s * 1000, queue_ms=queue_ms, worker=WORKER_ID)
-        if "quality" in output.info:
-            job.quality.add(step=self.name, score=output.info["quality"], note=output.info.get("quality_note", ""))
-        if output.info.get("needs_review"):
-            job.classification.needs_review = True
-        if self.name == "classifier":
-            self._route(job, output.info)
-        else:
-            job.slip.position += 1
-        job.attempt = 0
+        next_step = jobpath.advance(job, self.spec, output, artifacts, self.router)
         job.updated_at.CopyFrom(now_ts())
-        if job.slip.position < len(job.slip.steps):
-            topic = self.settings.kafka.step_topic(job.slip.steps[job.slip.position].step)
-        else:
-            topic = self.settings.kafka.topic("done")
+        k = self.settings.kafka
+        topic = k.step_topic(next_step) if next_step else k.topic("done")
         log.info("step done", extra={"step": self.name, "next": topic, "ms": round(per_item_s * 1000, 1)})
         return self.producer.send(topic, key=job.job_id.encode(), value=job.SerializeToString())
-
-    def _route(self, job: job_pb2.JobEvent, info: dict) -> None:
-        c = job.classification
-        c.image_type = info["image_type"]
-        c.confidence = float(info["confidence"])
-        c.scores.clear()
-        c.scores.update({k: float(v) for k, v in info.get("scores", {}).items()})
-        decision = self.router.decide(c.image_type, c.confidence, job.recipe.chain)
-        c.needs_review = decision.needs_review
-        job.slip.CopyFrom(self.router.plan(decision.chain, job.recipe))
 
     def _dead_letter(self, record, job: job_pb2.JobEvent | None, exc: Exception, attempt: int):
         code = getattr(exc, "code", "error")
@@ -305,9 +259,3 @@ class KafkaWorker:
         key = job.job_id.encode() if job is not None else record.key
         return self.producer.send(self.settings.kafka.topic("dlq"), key=key, value=letter.SerializeToString())
 
-
-def _latest(job: job_pb2.JobEvent, kind: str) -> job_pb2.Artifact | None:
-    for art in reversed(job.artifacts):
-        if art.kind == kind:
-            return art
-    return None

@@ -19,7 +19,10 @@ import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from studioline.services.catalog_generator import templates, tryon
+from studioline.services.catalog_generator.body import Body
+from studioline.services.catalog_generator.garment import garment_rgba
+from studioline.services.catalog_generator.prepare import prepare_template
+from studioline.services.catalog_generator.tryon import remove_garment, try_on
 from studioline.shared.errors import PermanentError
 
 UPPER_CLOTHES = 5
@@ -55,6 +58,29 @@ def region_scores(ours: np.ndarray, real: np.ndarray, region: np.ndarray) -> tup
     return ssim, psnr
 
 
+def naive_paste(photo: np.ndarray, landmarks: np.ndarray, garment: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The baseline: the garment's cut-out scaled to the torso box (shoulder and hip joints' box)
+    and pasted over the photo."""
+    body = Body.from_landmarks(landmarks)
+    pts = np.array([body.shoulder_left, body.shoulder_right, body.hip_left, body.hip_right])
+    x0, y0 = np.floor(pts.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
+    ys, xs = np.nonzero(alpha > 127)
+    if ys.size == 0:
+        raise PermanentError("try-on: the garment mask is empty")
+    crop = garment_rgba(garment, alpha)[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    bw, bh = max(1, x1 - x0), max(1, y1 - y0)
+    scaled = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_AREA)
+    out = photo.astype(np.float32) / 255.0
+    h, w = photo.shape[:2]
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x0 + bw), min(h, y0 + bh)
+    if cx1 > cx0 and cy1 > cy0:
+        part = scaled[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        roi = out[cy0:cy1, cx0:cx1]
+        roi[:] = roi * (1.0 - part[..., 3:]) + part[..., :3]
+    return (out * 255.0 + 0.5).astype(np.uint8)
+
+
 def compose_pair(root: Path, person_name: str, cloth_name: str, pose_model) -> dict:
     real = read_rgb(root / "image" / person_name)
     garment = read_rgb(root / "cloth" / cloth_name)
@@ -67,15 +93,15 @@ def compose_pair(root: Path, person_name: str, cloth_name: str, pose_model) -> d
         raise PermanentError(f"no image-parse map for {person_name}")
     truth = np.asarray(Image.open(parse_path)) == UPPER_CLOTHES  # palette indices are the labels
     start = time.perf_counter()
-    template = templates.prepare(real, pose_model)
+    template = prepare_template(real, pose_model)
     prepared = time.perf_counter()
     # Remove what they wear (our region and the true one) so nothing of the answer stays.
     erase = cv2.dilate((template.region | truth).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    erased = tryon.remove_garment(real, erase)
+    erased = remove_garment(real, erase)
     composed = time.perf_counter()
-    ours, _ = tryon.try_on(erased, template.person, template.region, template.landmarks, garment, alpha, shading=0.0)
+    ours, _ = try_on(erased, template.person, template.region, template.landmarks, garment, alpha, shading=0.0)
     done = time.perf_counter()
-    baseline = tryon.naive_paste(erased, template.landmarks, garment, alpha)
+    baseline = naive_paste(erased, template.landmarks, garment, alpha)
     ssim, psnr = region_scores(ours, real, truth)
     b_ssim, b_psnr = region_scores(baseline, real, truth)
     return {

@@ -88,10 +88,10 @@ def contact_shadow(alpha: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 def compose(
     product: np.ndarray,
     canvas_size: tuple[int, int],
-    fill: float = 0.85,
-    background: tuple[int, int, int] = (255, 255, 255),
-    shadow: bool = True,
-    shadow_opacity: float = 0.4,
+    fill: float,
+    background: tuple[int, int, int],
+    shadow: bool,
+    shadow_opacity: float,
 ) -> tuple[np.ndarray, Box]:
     """Places a trimmed premultiplied product (see trim_premultiplied) on a (W, H) canvas.
 

@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from studioline.shared.imageops import HexColour, hex_to_rgb
 from studioline.shared.step import StepParams
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 MIN_SIDE, MAX_SIDE = 16, 8192
 
 
@@ -19,7 +19,7 @@ class CatalogGeneratorParams(StepParams):
     sizes: list[str] = Field(default_factory=lambda: ["1600x1600"], min_length=1, max_length=8)
     # Share of the canvas the product spans along the canvas' limiting side.
     fill: float = Field(0.85, gt=0.0, le=1.0)
-    background: str = "#FFFFFF"
+    background: HexColour = "#FFFFFF"
     # A soft contact shadow under the product's base.
     shadow: bool = True
     # Darkening at the shadow's core (0 = none, 1 = black).
@@ -76,15 +76,8 @@ class CatalogGeneratorParams(StepParams):
             raise ValueError("sizes must not repeat")
         return out
 
-    @field_validator("background")
-    @classmethod
-    def _background(cls, v: str) -> str:
-        if not _HEX.match(v):
-            raise ValueError(f"background {v!r} is not a colour '#RRGGBB'")
-        return v.upper()
-
     def size_pairs(self) -> list[tuple[int, int]]:
         return [tuple(int(n) for n in s.split("x")) for s in self.sizes]
 
     def background_rgb(self) -> tuple[int, int, int]:
-        return tuple(int(self.background[i : i + 2], 16) for i in (1, 3, 5))
+        return hex_to_rgb(self.background)

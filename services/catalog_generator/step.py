@@ -15,7 +15,10 @@ from collections import OrderedDict
 import numpy as np
 
 from studioline.services.catalog_generator import ops, templates, tryon
+from studioline.services.catalog_generator.colourway import colourway
+from studioline.services.catalog_generator.garment import garment_landmarks
 from studioline.services.catalog_generator.params import CatalogGeneratorParams
+from studioline.services.catalog_generator.spec import SPEC
 from studioline.shared.errors import PermanentError
 from studioline.shared.step import OutputImage, Step, StepInput, StepOutput
 
@@ -24,10 +27,7 @@ SHEET_CELL_HEIGHT = 512
 
 
 class CatalogGeneratorStep(Step):
-    name = "catalog-generator"
-    Params = CatalogGeneratorParams
-    consumes = ("cutout",)
-    produces = ("catalog",)
+    spec = SPEC
 
     def __init__(self, settings, model_store):
         super().__init__(settings, model_store)
@@ -35,7 +35,6 @@ class CatalogGeneratorStep(Step):
         self._templates: OrderedDict[str, templates.Template] = OrderedDict()
 
     def run(self, item: StepInput) -> StepOutput:
-        self.check_inputs(item.inputs)
         p: CatalogGeneratorParams = item.params
         if p.template_ids:
             return self._try_on(item.inputs["cutout"], p)
@@ -66,23 +65,23 @@ class CatalogGeneratorStep(Step):
         garment, alpha = ops.cutout_rgb_alpha(cutout)
         background = p.background_rgb()
         images, sheet_cells, info = [], [], {"templates": {}, "background": p.background}
-        marks = tryon.garment_landmarks(alpha)
+        marks = garment_landmarks(alpha)
         info["garment"] = {"category": marks.category, "sleeves": marks.sleeve_length}
-        errors = []
+        errors, refusals = [], {}
         for template_id in p.template_ids:
             t = self.template(template_id)
             try:
                 composite, cover = tryon.try_on(t.photo, t.person, t.region, t.landmarks, garment, alpha, p.shading)
             except PermanentError as exc:
                 # One template that cannot take the garment (a back view...) says why, the others go on.
-                info["templates"][template_id] = {"error": str(exc)}
+                refusals[template_id] = str(exc)
                 errors.append(exc)
                 continue
             if p.replace_background:
                 composite = ops.replace_backdrop(composite, t.person, background)
             info["templates"][template_id] = {"coverage_px": int((cover > 0.5).sum())}
             for hue in [0.0, *p.colourways]:
-                pixels = composite if hue == 0 else tryon.colourway(composite, cover, hue)
+                pixels = composite if hue == 0 else colourway(composite, cover, hue)
                 if hue == 0:
                     sheet_cells.append(pixels)
                 for label, size in zip(p.sizes, p.size_pairs()):
@@ -102,4 +101,4 @@ class CatalogGeneratorStep(Step):
                 axis=1,
             )
             images.append(OutputImage(kind="catalog", pixels=sheet, params={"sheet": "templates"}, format=p.format))
-        return StepOutput(images=images, info=info)
+        return StepOutput(images=images, info=info, refusals=refusals)

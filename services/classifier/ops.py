@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from studioline.shared.imageops import backdrop_colour, border_mask, border_width, channel_extremes
+
 WORK_SIDE = 256
 CUE_NAMES = (
     "border_white",  # share of the frame edge that is near-white and neutral
@@ -33,6 +35,7 @@ CUE_NAMES = (
 _WHITE_MIN = 225  # all channels at least this ...
 _WHITE_SPREAD = 20  # ... and within this of each other: a neutral near-white
 _BACKGROUND_DIST = 18.0  # Lab distance from the edge colour beyond which a pixel is subject
+_BORDER = 0.04  # width of the frame edge band, as a fraction of the shorter side
 
 
 def work_image(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
@@ -45,17 +48,8 @@ def work_image(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def border_band(h: int, w: int, fraction: float = 0.04) -> np.ndarray:
-    """Boolean HxW mask of a band along the frame edge, `fraction` of the shorter side wide."""
-    b = max(2, round(min(h, w) * fraction))
-    band = np.zeros((h, w), bool)
-    band[:b], band[-b:], band[:, :b], band[:, -b:] = True, True, True, True
-    return band
-
-
 def near_white(rgb: np.ndarray) -> np.ndarray:
-    r, g, b = cv2.split(rgb)  # OpenCV's per-pixel min/max are much faster than numpy's over axis 2
-    lo, hi = cv2.min(cv2.min(r, g), b), cv2.max(cv2.max(r, g), b)
+    lo, hi = channel_extremes(rgb)
     return (lo >= _WHITE_MIN) & (cv2.subtract(hi, lo) <= _WHITE_SPREAD)
 
 
@@ -76,13 +70,14 @@ def colourfulness(rgb: np.ndarray) -> float:
 def compute_cues(image: np.ndarray) -> dict[str, float]:
     """The cues of CUE_NAMES for an HxWx3 RGB uint8 image (best passed through work_image first)."""
     rgb = work_image(image)
-    h, w = rgb.shape[:2]
-    band = border_band(h, w)
+    width = border_width(rgb.shape, _BORDER)
+    band = border_mask(rgb.shape, width)
     # Blurring first keeps JPEG noise and fabric texture from counting as subject.
     blurred = cv2.GaussianBlur(rgb, (5, 5), 0).astype(np.float32) / 255.0
-    lab = cv2.split(cv2.cvtColor(blurred, cv2.COLOR_RGB2Lab))  # float input: L 0..100, a and b signed
-    # The backdrop is the edge's typical colour; per-channel planes keep the arithmetic contiguous.
-    backdrop = [float(np.median(c[band])) for c in lab]
+    lab_image = cv2.cvtColor(blurred, cv2.COLOR_RGB2Lab)  # float input: L 0..100, a and b signed
+    # The backdrop is the edge's typical colour.
+    backdrop = [float(v) for v in backdrop_colour(lab_image, width=width)]
+    lab = cv2.split(lab_image)  # per-channel planes keep the arithmetic contiguous
     subject = sum((c - v) ** 2 for c, v in zip(lab, backdrop)) > _BACKGROUND_DIST**2
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)

@@ -15,8 +15,9 @@ import numpy as np
 
 from studioline.services.classifier import ops
 from studioline.services.classifier.params import ClassifierParams
+from studioline.services.classifier.spec import SPEC
 from studioline.shared.models.mobilenet import FEATURE_DIM, to_rgb
-from studioline.shared.step import BatchedStep, StepInput, StepOutput
+from studioline.shared.step import BatchedStep, Route, StepInput, StepOutput
 
 IMAGE_TYPES = (
     "product_on_white",
@@ -75,15 +76,13 @@ def describe(backbone, images: list[np.ndarray]) -> tuple[np.ndarray, list[dict[
     """The head's inputs (N x (1280 + cues)) and the cues by name, for N >= 1 images, one backbone call."""
     work = [ops.work_image(to_rgb(image)) for image in images]
     cues = [ops.compute_cues(w) for w in work]
-    features, _ = backbone.forward(work)
+    features, _ = backbone.predict(work)
     x = np.hstack([features, np.stack([ops.cue_vector(c) for c in cues])])
     return x.astype(np.float32), cues
 
 
 class ClassifierStep(BatchedStep):
-    name = "classifier"
-    Params = ClassifierParams
-    produces = ()
+    spec = SPEC
 
     backbone = None
     heads: dict[str, Head] | None = None
@@ -128,7 +127,7 @@ class ClassifierStep(BatchedStep):
         }
         if params.include_cues:
             info["cues"] = {k: round(v, 4) for k, v in cues.items()}
-        return StepOutput(images=[], info=info)
+        return StepOutput(images=[], info=info, route=Route(info["image_type"], info["confidence"], info["scores"]))
 
     def close(self) -> None:
         if self.backbone is not None:

@@ -39,7 +39,7 @@ from studioline.services.classifier.step import BACKBONE, IMAGE_TYPES, describe
 from studioline.shared.config import PROJECT_ROOT, LimitSettings
 from studioline.shared.imageio import decode_image
 from studioline.shared.models import mobilenet
-from studioline.shared.models.base import model_class
+from studioline.shared.models.registry import open_model
 from studioline.shared.models.store import ModelStore
 
 HEAD_VERSION = "v1"
@@ -81,8 +81,7 @@ def extract(
     cache = Path(cache_dir) / f"classifier_features_{key}.npy" if cache_dir else None
     if cache is not None and cache.is_file():
         return np.load(cache)
-    backbone = model_class(BACKBONE)(store, device="cpu")
-    backbone.load()
+    backbone = open_model(BACKBONE, store, device="cpu")
     limits = LimitSettings()
     chunks = []
     for start in range(0, len(paths), batch):

@@ -11,6 +11,8 @@ import math
 import cv2
 import numpy as np
 
+from studioline.shared.imageops import backdrop_colour
+
 Box = tuple[int, int, int, int]
 
 # The saliency search runs on a map whose longer side is at most this (the model's own
@@ -31,7 +33,7 @@ def largest_window(width: int, height: int, aspect: float) -> tuple[int, int]:
     return width, max(1, min(height, round(width / aspect)))
 
 
-def saliency_mass(saliency: np.ndarray, centre_sigma: float = 0.3) -> np.ndarray:
+def saliency_mass(saliency: np.ndarray, centre_sigma: float) -> np.ndarray:
     """Turns a saliency map into the non-negative mass a crop window should cover.
 
     The map's floor (its 10th percentile, where plain background sits) counts as nothing, so a
@@ -65,8 +67,8 @@ def window_sums(integral: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
 def best_window(
     saliency: np.ndarray,
     aspect: float,
-    min_scale: float = 1.0,
-    keep: float = 0.95,
+    min_scale: float,
+    keep: float,
     scales: int = 6,
 ) -> Box:
     """The window of `aspect` (w/h) that covers the most saliency mass.
@@ -110,7 +112,7 @@ def mask_bbox(mask: np.ndarray, threshold: int = 128) -> Box | None:
     return tuple(int(v) for v in cv2.boundingRect(pts))
 
 
-def product_window(mask: np.ndarray, aspect: float, margin: float = 0.08) -> Box | None:
+def product_window(mask: np.ndarray, aspect: float, margin: float) -> Box | None:
     """A window of `aspect` centred on the mask's bounding box, with at least `margin` (a
     fraction of the window's side) free on every side. It may extend past the image."""
     bbox = mask_bbox(mask)
@@ -129,29 +131,24 @@ def product_window(mask: np.ndarray, aspect: float, margin: float = 0.08) -> Box
     return x, y, w, h
 
 
-def crop_padded(image: np.ndarray, box: Box, fill) -> np.ndarray:
-    """The box's pixels; the parts outside the image take the `fill` colour."""
+def crop_padded(image: np.ndarray, box: Box, colour) -> np.ndarray:
+    """The box's pixels; the parts outside the image take the pad colour."""
     x, y, w, h = box
     height, width = image.shape[:2]
     out = np.empty((h, w) + image.shape[2:], image.dtype)
-    out[...] = fill
+    out[...] = colour
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
     if x1 > x0 and y1 > y0:
         out[y0 - y : y1 - y, x0 - x : x1 - x] = image[y0:y1, x0:x1]
     return out
 
 
-def border_colour(image: np.ndarray, mask: np.ndarray | None) -> tuple[int, ...]:
-    """Median colour of the image border outside the mask (white when none is left): the
-    colour to pad a product crop with so the padding blends into the backdrop."""
-    edge = np.zeros(image.shape[:2], bool)
-    edge[[0, -1], :] = True
-    edge[:, [0, -1]] = True
-    if mask is not None:
-        edge &= mask < 128
-    if not edge.any():
-        return (255,) * image.shape[2]
-    return tuple(int(v) for v in np.median(image[edge], axis=0))
+def auto_pad_colour(image: np.ndarray, mask: np.ndarray | None) -> tuple[int, ...]:
+    """The colour to pad a product crop with so the padding blends into the backdrop: the
+    backdrop colour of the image's outermost pixels outside the mask, white when the mask
+    covers them all."""
+    colour = backdrop_colour(image, mask)
+    return (255,) * image.shape[2] if colour is None else tuple(int(v) for v in colour)
 
 
 def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:

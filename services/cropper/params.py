@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from studioline.shared.imageops import HexColour
 from studioline.shared.step import StepParams
 
 _ASPECT = re.compile(r"^\s*([1-9]\d{0,3})\s*:\s*([1-9]\d{0,3})\s*$")
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 class CropperParams(StepParams):
@@ -23,7 +23,7 @@ class CropperParams(StepParams):
     margin: float = Field(0.08, ge=0.0, le=0.4)
     # Product crops: colour of the parts of the window outside the image; "auto" takes the
     # median colour of the image border outside the mask.
-    fill: str = "auto"
+    pad_colour: Literal["auto"] | HexColour = "auto"
     # Saliency crops: the window may shrink to this fraction of the largest that fits (1 keeps
     # it as large as fits and only chooses its position) ...
     min_scale: float = Field(1.0, gt=0.0, le=1.0)
@@ -52,10 +52,3 @@ class CropperParams(StepParams):
         if len(set(out)) != len(out):
             raise ValueError("aspects must not repeat")
         return out
-
-    @field_validator("fill")
-    @classmethod
-    def _fill(cls, v: str) -> str:
-        if v != "auto" and not _HEX.match(v):
-            raise ValueError(f"fill {v!r} is neither 'auto' nor a colour '#RRGGBB'")
-        return v

@@ -10,7 +10,9 @@ import numpy as np
 
 from studioline.services.cropper import ops
 from studioline.services.cropper.params import CropperParams
+from studioline.services.cropper.spec import SPEC
 from studioline.shared.errors import MissingInput, PermanentError
+from studioline.shared.imageops import hex_to_rgb
 from studioline.shared.models.saliency import spectral_residual_saliency
 from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
 
@@ -23,12 +25,8 @@ class _Job:
     rgb: np.ndarray
     mask: np.ndarray | None
     mode: str  # "product" or "saliency", resolved from "auto"
-    fill: tuple[int, int, int]
+    pad_colour: tuple[int, int, int]
     warning: str = ""  # set when the asked-for mode could not be honoured
-
-
-def _hex_rgb(colour: str) -> tuple[int, int, int]:
-    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def _prepare(item: StepInput) -> _Job:
@@ -44,10 +42,10 @@ def _prepare(item: StepInput) -> _Job:
             mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     elif image.shape[2] == 4:
         mask = image[..., 3]  # a cut-out carries its own mask
-    fill = _hex_rgb(params.fill) if params.fill != "auto" else (255, 255, 255)
-    if image.shape[2] == 4:  # flatten on the fill colour: crops are written as JPEG
+    pad = hex_to_rgb(params.pad_colour) if params.pad_colour != "auto" else (255, 255, 255)
+    if image.shape[2] == 4:  # flatten on the pad colour: crops are written as JPEG
         a = image[..., 3:].astype(np.float32) / 255.0
-        rgb = (image[..., :3] * a + np.float32(fill) * (1.0 - a) + 0.5).astype(np.uint8)
+        rgb = (image[..., :3] * a + np.float32(pad) * (1.0 - a) + 0.5).astype(np.uint8)
     else:
         rgb = image
     has_product = mask is not None and ops.mask_bbox(mask) is not None
@@ -60,16 +58,13 @@ def _prepare(item: StepInput) -> _Job:
             # and a person looks at the job rather than losing it.
             warning = "the product mask is empty: cropped by saliency instead"
     mode = "product" if has_product and params.mode in ("product", "auto") else "saliency"
-    if mode == "product" and params.fill == "auto":
-        fill = ops.border_colour(rgb, mask)
-    return _Job(params, rgb, mask, mode, fill, warning)
+    if mode == "product" and params.pad_colour == "auto":
+        pad = ops.auto_pad_colour(rgb, mask)
+    return _Job(params, rgb, mask, mode, pad, warning)
 
 
 class CropperStep(BatchedStep):
-    name = "cropper"
-    Params = CropperParams
-    optional_inputs = ("mask",)
-    produces = ("crop",)
+    spec = SPEC
 
     saliency_model = None
 
@@ -111,20 +106,19 @@ class CropperStep(BatchedStep):
             else:
                 box = ops.best_window(search, aspect, p.min_scale, p.keep)
                 kept[aspect_text] = round(ops.covered_fraction(plain, box), 4)
-            crop = ops.fit_max_side(ops.crop_padded(job.rgb, box, job.fill), p.max_side)
+            crop = ops.fit_max_side(ops.crop_padded(job.rgb, box, job.pad_colour), p.max_side)
             boxes[aspect_text] = [int(v) for v in box]
             images.append(
                 OutputImage(kind="crop", pixels=crop, params={"aspect": aspect_text, "mode": job.mode}, format="jpeg")
             )
         info = {"mode": job.mode, "boxes": boxes}
-        if job.warning:
-            info.update(warning=job.warning, needs_review=True)
         if job.mode == "saliency":
             info["saliency"] = p.saliency
             info["saliency_kept"] = kept
         else:
-            info["fill"] = "#%02X%02X%02X" % job.fill
-        return StepOutput(images=images, info=info)
+            info["pad_colour"] = "#%02X%02X%02X" % job.pad_colour
+        warnings = [job.warning] if job.warning else []
+        return StepOutput(images=images, info=info, warnings=warnings, needs_review=bool(warnings))
 
     def close(self) -> None:
         if self.saliency_model is not None:

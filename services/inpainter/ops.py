@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from studioline.shared.imageops import border_sides, channel_extremes, fill_holes
+
 METHODS = ("telea", "ns", "patchmatch")
 
 
@@ -29,29 +31,12 @@ def _close(mask: np.ndarray, r: float) -> np.ndarray:
     return (cv2.distanceTransform(grown, cv2.DIST_L2, 5) > r).astype(np.uint8) * 255
 
 
-def _channel_extremes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel darkest and lightest channel (OpenCV: numpy's reductions over the last axis
-    of an HxWx3 array are several times slower)."""
-    r, g, b = cv2.split(rgb)
-    return cv2.min(cv2.min(r, g), b), cv2.max(cv2.max(r, g), b)
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Mask with every region it encloses added (what the frame's border cannot reach)."""
-    h, w = mask.shape
-    flood = np.zeros((h + 2, w + 2), np.uint8)
-    flood[1:-1, 1:-1] = mask > 0
-    # Flood the outside from a corner of the one-pixel frame; whatever it misses is inside.
-    cv2.floodFill(flood, None, (0, 0), 2)
-    return ((flood[1:-1, 1:-1] != 2) * 255).astype(np.uint8)
-
-
 def backdrop(image: np.ndarray, width: int = 2) -> tuple[np.ndarray, float]:
     """Colour of the frame's outer pixels (the backdrop of a product shot: their median) and
     how much they vary (per side, the 90th percentile of the largest channel deviation from
     it; the median over the four sides, so an object or a strip on one side does not count)."""
-    sides = [image[:width], image[-width:], image[:, :width], image[:, -width:]]
-    sides = [side.reshape(-1, 3).astype(np.float32) for side in sides]
+    sides = [side.astype(np.float32) for side in border_sides(image, width)]
+    # The median of the four sides pooled (corner blocks twice): the spread is measured per side.
     colour = np.median(np.concatenate(sides), axis=0)
     spread = float(np.median([np.percentile(np.abs(side - colour).max(axis=1), 90) for side in sides]))
     return colour, spread
@@ -69,7 +54,7 @@ def object_region(image: np.ndarray, object_mask: np.ndarray | None, max_area_px
     backdrop colour or is an edge, in a piece too large to be a speck, with enclosed holes
     filled."""
     colour, spread = backdrop(image)
-    diff = _channel_extremes(cv2.absdiff(image, (*np.round(colour).tolist(), 0.0)))[1]
+    diff = channel_extremes(cv2.absdiff(image, (*np.round(colour).tolist(), 0.0)))[1]
     # The object's outline counts too: it closes around a garment the colour test half misses.
     edges = cv2.Canny(cv2.GaussianBlur(image, (3, 3), 0), 20, 40)
     differs = ((diff > colour_tolerance(spread)) | (edges > 0)).astype(np.uint8)
@@ -86,7 +71,7 @@ def object_region(image: np.ndarray, object_mask: np.ndarray | None, max_area_px
     # A light garment's outline has gaps where it meets a light backdrop: close them before
     # filling the holes, so its inside (prints, buttons, polka dots) is not taken for backdrop.
     # Only large pieces are in the region, so no speck is bridged to the object this way.
-    return _fill_holes(_close(region, 0.02 * max(image.shape[:2])))
+    return fill_holes(_close(region, 0.02 * max(image.shape[:2]))).astype(np.uint8) * 255
 
 
 def contrast_threshold(sensitivity: float) -> float:
@@ -128,11 +113,11 @@ def detect_specks(
     image: np.ndarray,
     object_mask: np.ndarray | None = None,
     *,
-    sensitivity: float = 0.5,
-    max_speck_width: float = 0.02,
-    max_speck_area: float = 0.002,
-    min_speck_px: int = 1,
-    object_margin: float = 0.01,
+    sensitivity: float,
+    max_speck_width: float,
+    max_speck_area: float,
+    min_speck_px: int,
+    object_margin: float,
 ) -> np.ndarray:
     """Small dark or light blemishes on a plain background, as a fill mask.
 
@@ -168,7 +153,7 @@ def detect_specks(
     # would otherwise join them into one component that touches the object. A speck darkens
     # its darkest channel or lightens its lightest, whatever its hue; a polarity the backdrop
     # has no room for (light specks on pure white) is not looked for.
-    darkest, lightest = _channel_extremes(rgb)
+    darkest, lightest = channel_extremes(rgb)
     for channel, op, sign, ref in (
         (darkest, cv2.MORPH_BLACKHAT, 1.0, float(colour.min())),
         (lightest, cv2.MORPH_TOPHAT, -1.0, float(colour.max())),
@@ -214,7 +199,7 @@ def _patchmatch(image: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
     return patchmatch.inpaint(np.ascontiguousarray(image), mask, patch_size=radius)
 
 
-def inpaint(image: np.ndarray, fill_mask: np.ndarray, method: str = "telea", radius: int = 5) -> np.ndarray:
+def inpaint(image: np.ndarray, fill_mask: np.ndarray, method: str, radius: int) -> np.ndarray:
     """The image with the fill mask's non-zero pixels filled from their surroundings; every
     other pixel is returned unchanged. RGB or RGBA uint8 (alpha is left as it is). radius is
     the neighbourhood of Telea / Navier-Stokes, or PatchMatch's patch radius."""

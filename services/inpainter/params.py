@@ -34,3 +34,9 @@ class InpainterParams(StepParams):
     # Specks closer than this to the object (fraction of the long side) are left alone, so
     # the object's own edge is never touched.
     object_margin: float = Field(0.01, ge=0.0, le=0.1)
+
+    def detection(self) -> dict:
+        """Auto mode's speck detector arguments (ops.detect_specks)."""
+        return self.model_dump(
+            include={"sensitivity", "max_speck_width", "max_speck_area", "min_speck_px", "object_margin"}
+        )

@@ -15,15 +15,13 @@ import numpy as np
 
 from studioline.services.inpainter import ops
 from studioline.services.inpainter.params import InpainterParams
+from studioline.services.inpainter.spec import SPEC
 from studioline.shared.errors import InvalidParams, MissingInput, PermanentError
 from studioline.shared.step import OutputImage, Step, StepInput, StepOutput, fit_mask
 
 
 class InpainterStep(Step):
-    name = "inpainter"
-    Params = InpainterParams
-    optional_inputs = ("mask", "fill_mask")
-    produces = ("cleaned",)
+    spec = SPEC
 
     def run(self, item: StepInput) -> StepOutput:
         params: InpainterParams = item.params
@@ -44,13 +42,7 @@ class InpainterStep(Step):
         else:
             obj = item.inputs.get("mask")
             fill = ops.detect_specks(
-                image,
-                None if obj is None else fit_mask(obj, shape, self.name),
-                sensitivity=params.sensitivity,
-                max_speck_width=params.max_speck_width,
-                max_speck_area=params.max_speck_area,
-                min_speck_px=params.min_speck_px,
-                object_margin=params.object_margin,
+                image, None if obj is None else fit_mask(obj, shape, self.name), **params.detection()
             )
             source = "detected"
         radius = params.patch_radius if params.method == "patchmatch" else params.radius

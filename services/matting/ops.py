@@ -55,22 +55,6 @@ SOLVERS = {
 # Context kept around the unknown region when cropping: covers the solvers' windows
 # (closed-form r=1 needs 2 px; large-kernel matting's default r=10 needs 20).
 CROP_MARGIN = 20
-# Trimap expansion (Shared Matting, Gastal and Oliveira 2010): an unknown pixel takes the label
-# of the nearest known pixel within EXPAND_RADIUS px whose colour is within EXPAND_COLOUR
-# (RGB distance, channels on [0, 1]). Chosen on the 20 alphamatting.com images, both trimaps
-# (closed-form at 60k pixels, unclamped, mean SAD): none 5.66 / 7.50; (10, 0.02) 5.77 / 6.90;
-# (10, 0.01) 5.61 / 7.10; (5, 0.02) 5.36 / 7.15; (3, 0.02) 5.33 / 7.23; (5, 0.03) 5.30 / 7.03.
-EXPAND_RADIUS = 5
-EXPAND_COLOUR = 0.03
-# The solve runs at a scale with at most this many unknown pixels (after expansion). Closed-form
-# on alphamatting.com (expanded, clamped; Trimap1 / Trimap2 mean SAD): 20k 5.18 / 6.67, 30k
-# 5.20 / 6.69, 45k 5.27 / 6.73: the coarser solve, guided-upsampled, loses nothing and halves
-# the time.
-SOLVE_PIXELS = 30_000
-# Solved alphas within CLAMP of 0 or 1 become exactly 0 or 1: solvers leave a faint veil over
-# pure background and foreground that the ground truth does not have. Closed-form at 30k
-# (Trimap1 / Trimap2 mean SAD): none 5.22 / 6.93, 0.02 5.19 / 6.82, 0.05 5.20 / 6.69, 0.1 5.33 / 6.63.
-CLAMP = 0.05
 # Smallest half-size (px) of the window over which the image's texture around an edge is averaged.
 TEXTURE_WINDOW = 7
 # The band's width varies smoothly along the edge: above this long side it is measured on a
@@ -96,7 +80,7 @@ class Matte:
         return float(np.mean(self.trimap == UNKNOWN))
 
 
-def band_px(shape: tuple[int, ...], band: float, min_band_px: int = 2) -> int:
+def band_px(shape: tuple[int, ...], band: float, min_band_px: int) -> int:
     """A band's half-width in pixels for an image of this shape (band: a fraction of the long side)."""
     return max(min_band_px, round(band * max(shape[:2])))
 
@@ -151,12 +135,12 @@ def _edge_radius(
 def trimap_from_mask(
     mask: np.ndarray,
     *,
+    band: float,
+    min_band: float,
+    min_band_px: int,
+    fg_level: int,
+    bg_level: int,
     image: np.ndarray | None = None,
-    band: float = 0.02,
-    min_band: float = 0.003,
-    min_band_px: int = 2,
-    fg_level: int = 230,
-    bg_level: int = 25,
     core_px: float = 3.0,
     texture_gain: float = 3.0,
 ) -> np.ndarray:
@@ -251,9 +235,7 @@ def guided_upsample(
     return (a * guide).sum(axis=-1) + b
 
 
-def expand_trimap(
-    image: np.ndarray, trimap: np.ndarray, radius: int = EXPAND_RADIUS, colour: float = EXPAND_COLOUR
-) -> np.ndarray:
+def expand_trimap(image: np.ndarray, trimap: np.ndarray, radius: int, colour: float) -> np.ndarray:
     """The trimap (uint8, 128 unknown) with unknown pixels that have a known pixel of nearly
     their colour close by given that pixel's label (Shared Matting's expansion, pymatting's kernel)."""
     if radius <= 0:
@@ -277,11 +259,11 @@ def estimate_alpha(
     image: np.ndarray,
     trimap: np.ndarray,
     *,
-    method: str = "cf",
-    solve_pixels: int = SOLVE_PIXELS,
-    expand_radius: int = EXPAND_RADIUS,
-    expand_colour: float = EXPAND_COLOUR,
-    clamp: float = CLAMP,
+    method: str,
+    solve_pixels: int,
+    expand_radius: int,
+    expand_colour: float,
+    clamp: float,
 ) -> np.ndarray:
     """HxW float32 alpha in [0, 1] for an RGB uint8 image and a trimap, at the image's resolution.
 
@@ -326,7 +308,7 @@ def estimate_alpha(
     return alpha
 
 
-def estimate_foreground(image: np.ndarray, alpha: np.ndarray, *, max_side: int = 1024) -> np.ndarray:
+def estimate_foreground(image: np.ndarray, alpha: np.ndarray, *, max_side: int) -> np.ndarray:
     """Foreground colours (HxWx3 uint8) under the alpha, so that the backdrop does not bleed
     into the edge (no halo, on white or coloured backdrops alike). pymatting's multi-level
     estimate gives foreground and background on the soft region's bounding box, at most
@@ -370,17 +352,17 @@ def cutout(
     image: np.ndarray,
     mask: np.ndarray,
     *,
-    method: str = "cf",
-    band: float = 0.02,
-    min_band: float = 0.003,
-    min_band_px: int = 2,
-    fg_level: int = 230,
-    bg_level: int = 25,
-    solve_pixels: int = SOLVE_PIXELS,
-    expand_radius: int = EXPAND_RADIUS,
-    expand_colour: float = EXPAND_COLOUR,
-    clamp: float = CLAMP,
-    max_side: int = 1024,
+    method: str,
+    band: float,
+    min_band: float,
+    min_band_px: int,
+    fg_level: int,
+    bg_level: int,
+    solve_pixels: int,
+    expand_radius: int,
+    expand_colour: float,
+    clamp: float,
+    max_side: int,
 ) -> Matte:
     """RGBA cut-out at the image's full resolution from an HxW uint8 (soft) object mask."""
     image = image[..., :3]

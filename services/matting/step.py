@@ -15,6 +15,7 @@ import numpy as np
 
 from studioline.services.matting import ops
 from studioline.services.matting.params import MattingParams
+from studioline.services.matting.spec import SPEC
 from studioline.shared.errors import PermanentError
 from studioline.shared.step import OutputImage, Step, StepInput, StepOutput, fit_mask
 
@@ -26,14 +27,10 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 class MattingStep(Step):
-    name = "matting"
-    Params = MattingParams
-    consumes = ("mask",)
-    produces = ("cutout",)
+    spec = SPEC
 
     def run(self, item: StepInput) -> StepOutput:
         params: MattingParams = item.params
-        self.check_inputs(item.inputs)
         image = _rgb(item.image)
         mask = fit_mask(item.inputs["mask"], image.shape[:2], self.name)
         start = time.perf_counter()

@@ -157,7 +157,7 @@ def evaluate_segment(
         params = chain_params(router, router.decide(image_type, 1.0).chain)
     if model:
         params = {**(params or {}), "model": model}
-    fixed = None if params is None else SegmenterStep.parse_params(params)
+    fixed = None if params is None else SegmenterStep.spec.parse_params(params)
     store = ModelStore(settings.models.dir)
     own_step = step is None
     if own_step:
@@ -198,7 +198,7 @@ def evaluate_segment(
                 info = classifier.run(StepInput(image=image, params=classify_params)).info
                 found_type = info["image_type"]
                 chain = router.decide(found_type, info["confidence"]).chain
-                seg_params = SegmenterStep.parse_params(chain_params(router, chain))
+                seg_params = SegmenterStep.spec.parse_params(chain_params(router, chain))
             start = time.perf_counter()
             out = step.run_batch([StepInput(image=image, params=seg_params)])[0]
             sec = time.perf_counter() - start
@@ -208,10 +208,12 @@ def evaluate_segment(
             alpha = out.images[0].pixels
             if save_dir is not None:
                 cv2.imwrite(str(Path(save_dir) / f"{stem}.png"), alpha)
-            record = {"name": stem, **score(alpha, truth), "sec": sec, "path": out.info.get("path")}
-            for key in ("quality", "escalated", "needs_review"):
-                if key in out.info:
-                    record[key] = out.info[key]
+            record = {"name": stem, **score(alpha, truth), "sec": sec, "path": out.info.get("path"),
+                      "quality": out.quality}
+            if "escalated" in out.info:
+                record["escalated"] = out.info["escalated"]
+            if out.needs_review:
+                record["needs_review"] = True
             if found_type:
                 record["type"] = found_type
             records.append(record)

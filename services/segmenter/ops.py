@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from studioline.shared.imageops import border_mask, border_pixels, border_width, fill_holes
+
+# The border strip the background is read from: this fraction of the image's shorter side.
+BORDER = 0.02
+
 
 @dataclass(frozen=True)
 class BorderStats:
@@ -27,26 +32,9 @@ def _lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2Lab)
 
 
-def _border_pixels(a: np.ndarray, width: int) -> np.ndarray:
-    """The pixels of a strip `width` wide along the edges, each once: (N, C) or (N,)."""
-    tail = a.shape[2:]
-    return np.concatenate(
-        [
-            a[:width].reshape(-1, *tail),
-            a[-width:].reshape(-1, *tail),
-            a[width:-width, :width].reshape(-1, *tail),
-            a[width:-width, -width:].reshape(-1, *tail),
-        ]
-    )
-
-
-def border_width(shape: tuple[int, ...]) -> int:
-    return max(2, round(0.02 * min(shape[:2])))
-
-
 def border_stats(image: np.ndarray, *, tol: float = 8.0) -> BorderStats:
     """Background colour and plainness, from a strip 2% of the short side wide along the edges."""
-    pixels = _border_pixels(image, border_width(image.shape))
+    pixels = border_pixels(image, border_width(image.shape, BORDER))
     border = _lab(pixels[:, None, :])[:, 0, :]
     colour = np.median(border, axis=0)
     dist = np.linalg.norm(border - colour, axis=1)
@@ -69,14 +57,6 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fills regions of a binary mask that do not connect to the image border."""
-    padded = np.pad(mask.astype(np.uint8), 1)
-    outside = padded.copy()
-    cv2.floodFill(outside, None, (0, 0), 1)
-    return mask.astype(bool) | (outside[1:-1, 1:-1] == 0)
-
-
 def keep_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:
     """Keeps the connected components that cover at least `min_fraction` of the image.
 
@@ -92,9 +72,7 @@ def keep_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:
     return keep[labels]
 
 
-def clean_mask(
-    prob: np.ndarray, *, threshold: float = 0.5, min_component: float = 0.002, holes: bool = True
-) -> np.ndarray:
+def clean_mask(prob: np.ndarray, *, threshold: float, min_component: float, holes: bool) -> np.ndarray:
     """Shared post-processing of a foreground probability map (float HxW in [0, 1]).
 
     Drops small specks (components under `min_component` of the image), optionally fills holes,
@@ -131,11 +109,11 @@ def colour_distance(lab: np.ndarray, colour: np.ndarray) -> np.ndarray:
 def classical_segment(
     image: np.ndarray,
     *,
+    min_component: float,
+    holes: bool,
+    grabcut: bool,
     min_delta: float = 2.0,
     noise_factor: float = 1.5,
-    min_component: float = 0.002,
-    holes: bool = True,
-    grabcut: bool = False,
     work_side: int = 1024,
 ) -> ClassicalResult:
     """Segments a product from a plain background (see the module docstring).
@@ -162,7 +140,7 @@ def classical_segment(
     if grabcut and kept.any():
         kept = refine_grabcut(small, kept)
     stray = stray_edges(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), kept)
-    touch = float(_border_pixels(kept, border_width(kept.shape)).mean())
+    touch = float(border_pixels(kept, border_width(kept.shape, BORDER)).mean())
     if scale < 1.0:
         kept = cv2.resize(kept.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR) >= 128
     return ClassicalResult(
@@ -220,9 +198,7 @@ def stray_edges(gray: np.ndarray, binary: np.ndarray) -> float:
     colour threshold missed (a white shirt on white whose outline did not close) or clutter.
     """
     edges = cv2.Canny(gray, 20, 60) > 0
-    b = border_width(gray.shape)
-    edges[:b] = edges[-b:] = False
-    edges[:, :b] = edges[:, -b:] = False
+    edges[border_mask(gray.shape, border_width(gray.shape, BORDER))] = False
     total = int(edges.sum())
     if total == 0:
         return 0.0
@@ -283,7 +259,7 @@ def implausible(
     return None
 
 
-def mask_quality(prob: np.ndarray, *, threshold: float = 0.5, work_side: int = 320) -> tuple[float, str]:
+def mask_quality(prob: np.ndarray, *, threshold: float, work_side: int = 320) -> tuple[float, str]:
     """A 0..1 estimate of how far to trust a foreground probability map, and what lowered it.
 
     Measured at `work_side` px on the long side (the networks' own scale) so it does not depend
@@ -308,7 +284,7 @@ def mask_quality(prob: np.ndarray, *, threshold: float = 0.5, work_side: int = 3
 
 
 def refine_with_backdrop(
-    image: np.ndarray, prob: np.ndarray, *, network_side: int = 320, holes: bool = True
+    image: np.ndarray, prob: np.ndarray, *, holes: bool, network_side: int = 320
 ) -> np.ndarray:
     """A network's mask with its outline redrawn from the colour of a plain backdrop.
 

@@ -17,9 +17,11 @@ import numpy as np
 
 from studioline.services.segmenter import ops
 from studioline.services.segmenter.params import SegmenterParams
+from studioline.services.segmenter.spec import SPEC
 from studioline.shared.errors import ImageRejected, ModelMissing
-from studioline.shared.models.base import Model, model_class
+from studioline.shared.models.base import Model
 from studioline.shared.models.isnet import ISNet
+from studioline.shared.models.registry import model_class
 from studioline.shared.models.u2net import U2Net, U2Netp
 from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
 
@@ -44,9 +46,7 @@ def has_real_alpha(alpha: np.ndarray) -> bool:
 
 
 class SegmenterStep(BatchedStep):
-    name = "segmenter"
-    Params = SegmenterParams
-    produces = ("mask",)
+    spec = SPEC
 
     def __init__(self, settings, model_store):
         super().__init__(settings, model_store)
@@ -207,5 +207,14 @@ class SegmenterStep(BatchedStep):
         cut = round(params.threshold * 255)
         if not params.soft:
             mask = np.where(mask >= cut, 255, 0).astype(np.uint8)
-        plan.info["foreground_fraction"] = round(float((mask >= cut).mean()), 4)
-        return StepOutput(images=[OutputImage(kind="mask", pixels=mask, format="png")], info=plan.info)
+        info = plan.info
+        info["foreground_fraction"] = round(float((mask >= cut).mean()), 4)
+        warning = info.pop("warning", "")
+        return StepOutput(
+            images=[OutputImage(kind="mask", pixels=mask, format="png")],
+            info=info,
+            quality=info.pop("quality"),
+            quality_note=info.pop("quality_note", ""),
+            needs_review=info.pop("needs_review", False),
+            warnings=[warning] if warning else [],
+        )

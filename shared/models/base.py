@@ -1,66 +1,76 @@
-"""Models behind one interface, one class per model, registered by name.
+"""Models behind one interface, one class per model, listed by name in shared/models/registry.py.
 
 Lifecycle (as in Triton's python backend): load() once, warmup() once, predict() many times,
-close() at shutdown. The model store resolves the weight files; a missing file is an error
-that names the command that installs it.
+close() at shutdown. predict() loads the model on first use (once, under a lock), so every
+model behaves the same however it was opened. A model's name is also its pack's name
+(shared/models/packs.py): the files it reads are that pack's files. The model store resolves
+them; a missing file is an error that names the command that installs it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from studioline.shared.models.device import torch_device_for
+from studioline.shared.models.packs import pack_files
 from studioline.shared.models.store import ModelStore
 
 log = logging.getLogger(__name__)
-_REGISTRY: dict[str, type["Model"]] = {}
-
-
-def register_model(cls: type["Model"]) -> type["Model"]:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"model name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def model_class(name: str) -> type["Model"]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def registered_models() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 class Model(ABC):
     name: ClassVar[str]
-    # Files it reads from the model store (store names, see shared/models/packs.py).
+    # The store files its pack yields; set from the pack named like the model (__init_subclass__).
     files: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete model, not an intermediate base such as OnnxModel
+            cls.files = pack_files(cls.name)
 
     def __init__(self, store: ModelStore, *, device: str = "auto", threads: int = 2):
         self.store = store
         self.device = device
         self.threads = threads
         self.loaded = False
+        # gRPC workers may call predict on a model nobody loaded yet at the same time.
+        self._lock = threading.Lock()
 
-    @abstractmethod
-    def load(self) -> None: ...
+    def load(self) -> None:
+        """Reads the model's files; does nothing when they are loaded already."""
+        with self._lock:
+            if not self.loaded:
+                self._load()
+                self.loaded = True
 
     def warmup(self) -> None:
         self.predict([np.full((320, 320, 3), 200, np.uint8)])
 
-    @abstractmethod
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Takes HxWx3 RGB uint8 images, returns one array per image."""
+    def predict(self, images: list[np.ndarray]) -> Any:
+        """Takes HxWx3 RGB uint8 images and returns one result per image (a list, or arrays with
+        one row per image; see each model's _predict). Loads the model on first use."""
+        if not self.loaded:
+            self.load()
+        return self._predict(images)
 
     def close(self) -> None:
-        self.loaded = False
+        with self._lock:
+            self._close()
+            self.loaded = False
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _predict(self, images: list[np.ndarray]) -> Any: ...
+
+    def _close(self) -> None:
+        """Releases what _load holds."""
 
 
 class OnnxModel(Model):
@@ -71,14 +81,19 @@ class OnnxModel(Model):
     # runs as one call (needs the onnx package; without it batches run one image at a time).
     make_batch_dynamic: ClassVar[bool] = False
 
-    def load(self) -> None:
+    @property
+    def onnx_file(self) -> str:
+        """The store file the session runs: the pack's file, unless a model exports its own."""
+        return self.files[0]
+
+    def _load(self) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        path = self.store.path(self.files[0])
+        path = self.store.path(self.onnx_file)
         graph = with_dynamic_batch(path) if self.make_batch_dynamic else None
         self.session = ort.InferenceSession(
             graph or str(path), sess_options=opts, providers=onnx_providers(self.device)
@@ -90,11 +105,9 @@ class OnnxModel(Model):
         on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
         self.stack_batches = self.dynamic_batch and not on_cpu
         self.torch_device = torch_device_for(self.session)
-        self.loaded = True
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.session = None
-        super().close()
 
 
 def with_dynamic_batch(path) -> bytes | None:

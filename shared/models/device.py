@@ -32,18 +32,17 @@ def torch_device_for(session) -> str | None:
 
 
 def u2net_predict(model, images: list[np.ndarray], device: str) -> list[np.ndarray]:
-    """U2Net(p) over a batch with the tensors on `device`; the same steps as
-    U2NetBase.preprocess/postprocess: area-like resize to the model's square (antialiased
-    bilinear), divide by each image's maximum, ImageNet mean/std, first side output, min-max,
-    bilinear resize back."""
+    """U2Net(p) over a batch with the tensors on `device`, by the transform of
+    shared/models/u2net.py; its resizes here: antialiased bilinear to the model's square (close
+    to OpenCV's area filter) and bilinear back."""
     import torch
     import torch.nn.functional as F
 
-    from studioline.shared.models.u2net import _MEAN, _STD
+    from studioline.shared.models.u2net import MEAN, STD, normalise, stretch
 
     size = model.size
-    mean = torch.tensor(_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.from_numpy(MEAN).to(device)
+    std = torch.from_numpy(STD).to(device)
     with torch.inference_mode():
         small = []
         for image in images:
@@ -53,15 +52,12 @@ def u2net_predict(model, images: list[np.ndarray], device: str) -> list[np.ndarr
             t = pixels.to(device, non_blocking=True).permute(2, 0, 1)[None].float()
             small.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
         x = torch.cat(small)
-        x = x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
-        x = ((x - mean) / std).contiguous()
+        x = normalise(x, x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1.0), mean, std).contiguous()
         if model.stack_batches or len(images) == 1:
             d1 = run_session(model.session, model.input_name, x)[:, 0]
         else:
             d1 = torch.cat([run_session(model.session, model.input_name, x[i:i + 1])[:, 0] for i in range(len(x))])
-        lo = d1.amin(dim=(1, 2), keepdim=True)
-        hi = d1.amax(dim=(1, 2), keepdim=True)
-        pred = torch.where(hi > lo, (d1 - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(d1))
+        pred = stretch(d1, d1.amin(dim=(1, 2), keepdim=True), d1.amax(dim=(1, 2), keepdim=True))
         out = []
         for p, image in zip(pred, images):
             full = F.interpolate(p[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)

@@ -14,13 +14,11 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from studioline.shared.models.base import OnnxModel, register_model
+from studioline.shared.models.base import OnnxModel
 
 
-@register_model
 class ISNet(OnnxModel):
     name = "isnet"
-    files = ("isnet_fp16.onnx",)
     size: ClassVar[int] = 1024
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
@@ -30,10 +28,8 @@ class ISNet(OnnxModel):
         small = cv2.resize(image, (self.size, self.size), interpolation=interpolation).astype(np.float32)
         return (small * (1.0 / 255.0) - 0.5).transpose(2, 0, 1)
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """RGB uint8 images -> float32 HxW foreground probability in [0, 1], one per image."""
-        if not self.loaded:
-            self.load()
         out = []
         for image in images:  # the export fixes the batch at 1
             pred = self.session.run(None, {self.input_name: self.preprocess(image)[None]})[0][0, 0]

@@ -1,7 +1,7 @@
 """MobileNetV2 (ImageNet) as a feature extractor: pooled 1280-d features and the 1000 logits.
 
 The architecture is torchvision's, rebuilt in plain torch so torchvision's official weights
-(store file mobilenet_v2-b0353104.pth) load by their own keys; PyPI's torchvision does not
+(the mobilenet_v2 pack's .pth) load by their own keys; PyPI's torchvision does not
 import beside the CPU torch used here. Torch is needed only to export the ONNX file once;
 serving runs that file with onnxruntime and never imports torch.
 
@@ -22,11 +22,14 @@ import cv2
 import numpy as np
 
 from studioline.shared.errors import ImageRejected, ModelMissing
-from studioline.shared.models.base import OnnxModel, register_model
+from studioline.shared.models.base import OnnxModel
+from studioline.shared.models.packs import pack_files
 from studioline.shared.models.store import INSTALL_HINT
 
-WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
-ONNX_FILE = "mobilenet_v2.onnx"
+NAME = "mobilenet_v2"
+# The pack yields torchvision's weights; the ONNX file served is exported from them, named like the model.
+(WEIGHTS_FILE,) = pack_files(NAME)
+ONNX_FILE = f"{NAME}.onnx"
 INPUT_SIZE = 224
 FEATURE_DIM = 1280
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -144,15 +147,14 @@ def preprocess(images: list[np.ndarray]) -> np.ndarray:
     return batch
 
 
-@register_model
 class MobileNetV2Features(OnnxModel):
-    name = "mobilenet_v2"
-    files = (ONNX_FILE,)
+    name = NAME
+    onnx_file = ONNX_FILE
 
-    def load(self) -> None:
+    def _load(self) -> None:
         if not self.store.has(ONNX_FILE):
             self._export_if_possible()
-        super().load()
+        super()._load()
 
     def _export_if_possible(self) -> None:
         try:
@@ -170,14 +172,10 @@ class MobileNetV2Features(OnnxModel):
             ) from None
         export_mobilenet_onnx(self.store.root)
 
-    def forward(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """One onnxruntime call for the batch: (features N x 1280, logits N x 1000), float32."""
+    def _predict(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One onnxruntime call for the batch: (features N x 1280, logits N x 1000), float32;
+        row i of each is image i."""
         if not images:
             return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, 1000), np.float32)
         features, logits = self.session.run(["features", "logits"], {self.input_name: preprocess(images)})
         return features, logits
-
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """The pooled 1280-d feature vector of each image."""
-        return list(self.forward(images)[0])
-

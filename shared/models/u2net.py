@@ -12,15 +12,31 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from studioline.shared.models.base import OnnxModel, register_model
+from studioline.shared.models.base import OnnxModel
 from studioline.shared.models.device import u2net_predict
 
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# The transform's one definition, used by the NumPy/OpenCV path below and by the torch path in
+# shared/models/device.py (only the resizes differ: OpenCV's area filter here, torch's
+# antialiased bilinear there). Mean and std are channel-first: they broadcast over CHW and NCHW.
+SIZE = 320
+MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
+STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
+
+
+def normalise(x, peak, mean=MEAN, std=STD):
+    """Resized float pixels (channel-first, NumPy or torch) divided by the image's own maximum
+    `peak` (at least 1), then ImageNet mean/std (given as tensors on x's device for torch)."""
+    return (x / peak - mean) / std
+
+
+def stretch(d1, lo, hi):
+    """The first side output min-max stretched to [0, 1], given its minimum and maximum; a flat
+    output (hi == lo, so d1 - lo is 0) gives zeros."""
+    return (d1 - lo) / (hi - lo + (hi <= lo))
 
 
 class U2NetBase(OnnxModel):
-    size: ClassVar[int] = 320
+    size: ClassVar[int] = SIZE
     # The rembg exports fix the batch at 1.
     make_batch_dynamic = True
 
@@ -28,20 +44,16 @@ class U2NetBase(OnnxModel):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"{self.name} takes HxWx3 uint8 RGB images, got {image.shape} {image.dtype}")
         small = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32)
-        small /= max(float(small.max()), 1.0)
-        return ((small - _MEAN) / _STD).transpose(2, 0, 1)
+        return normalise(small.transpose(2, 0, 1), max(float(small.max()), 1.0))
 
     @staticmethod
     def postprocess(d1: np.ndarray, height: int, width: int) -> np.ndarray:
-        lo, hi = float(d1.min()), float(d1.max())
-        pred = (d1 - lo) / (hi - lo) if hi > lo else np.zeros_like(d1)
+        pred = stretch(d1, float(d1.min()), float(d1.max()))
         alpha = cv2.resize(pred.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
         return np.clip(alpha, 0.0, 1.0)
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """RGB uint8 images -> float32 HxW foreground probability in [0, 1], one per image."""
-        if not self.loaded:
-            self.load()
         if self.torch_device is not None:  # on the GPU: tensors stay there (shared/models/device.py)
             return u2net_predict(self, images, self.torch_device)
         batch = [self.preprocess(im) for im in images]
@@ -52,13 +64,9 @@ class U2NetBase(OnnxModel):
         return [self.postprocess(d1, *im.shape[:2]) for d1, im in zip(d1s, images)]
 
 
-@register_model
 class U2Netp(U2NetBase):
     name = "u2netp"
-    files = ("u2netp.onnx",)
 
 
-@register_model
 class U2Net(U2NetBase):
     name = "u2net"
-    files = ("u2net.onnx",)

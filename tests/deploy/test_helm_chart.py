@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studioline.shared.config import SERVICES, Settings
+from studioline.shared import steps
+from studioline.shared.config import Settings
 from studioline.shared.routing import Router
 
 try:
@@ -24,6 +25,7 @@ CHART = ROOT / "helm" / "studioline"
 PROD_VALUES = yaml.safe_load((Path(__file__).parent / "values-prod.yaml").read_text())
 RELEASE, NAMESPACE = "sl", "studioline"
 GPU_SERVICES = {"segmenter", "matting"}
+SERVICES = steps.names()
 SECRET_ENV = {"STUDIOLINE_S3__ACCESS_KEY", "STUDIOLINE_S3__SECRET_KEY"}
 REQUIRED_ENV = {
     "STUDIOLINE_CONFIG", "STUDIOLINE_ROUTING__TABLE", "STUDIOLINE_KAFKA__BOOTSTRAP_SERVERS",
@@ -90,7 +92,13 @@ def test_values_pass_schema_and_match_the_routing_table(chart):
     chart.validate_schema(PROD_VALUES)
     # The chart carries a copy of the routing table: it must not drift from the one in the code.
     assert chart.values["routing"] == yaml.safe_load((ROOT / "shared" / "routing.yaml").read_text())
+    # The values cannot import the step table: they must name exactly its steps, the routing step
+    # alone consuming the ingest topic, and only models its spec may load.
     assert set(chart.values["services"]) == set(SERVICES)
+    for service, values in chart.values["services"].items():
+        spec = steps.spec(service)
+        assert (values.get("extraTopics") == ["ingest"]) == spec.routes, service
+        assert set(values.get("models", [])) <= set(spec.models), service
 
 
 @pytest.mark.parametrize(
@@ -221,7 +229,7 @@ def test_keda_and_servicemonitor_only_when_enabled(default_objects, prod_objects
         assert spec["scaleTargetRef"]["name"] == name(service)
         lag = [t["metadata"] for t in spec["triggers"] if t["type"] == "kafka"]
         assert {m["consumerGroup"] for m in lag} == {f"studioline-{service}"}
-        expected = {f"studioline.step.{service}"} | ({"studioline.ingest"} if service == "classifier" else set())
+        expected = {f"studioline.step.{service}"} | ({"studioline.ingest"} if steps.spec(service).routes else set())
         assert {m["topic"] for m in lag} == expected
         assert all(m["bootstrapServers"] == PROD_VALUES["kafka"]["bootstrapServers"] for m in lag)
     for service in SERVICES:

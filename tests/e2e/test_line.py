@@ -11,6 +11,7 @@ import pytest
 
 from studioline.shared.client import Submitter, collect_results, init_infrastructure
 from studioline.shared.launcher import ServiceProcesses
+from studioline.shared.jobpath import params_of
 from studioline.shared.routing import Router
 from studioline.shared.storage import Storage
 from studioline.v1 import job_pb2
@@ -61,16 +62,18 @@ def check_result(storage, router: Router, job: job_pb2.JobEvent) -> None:
     assert c.image_type and 0 < c.confidence <= 1
     expected = router.decide(c.image_type, c.confidence)
     # A step may flag the job too: the segmenter, when its mask's quality is under review_below.
-    flagged = any(
-        q.score < s.params["review_below"]
-        for q in job.quality
-        for s in job.slip.steps
-        if q.step == s.step == "segmenter" and "review_below" in s.params
-    )
+    flagged = any(r.needs_review for r in job.reports)
+    for report, planned in zip(job.reports, job.slip.steps, strict=True):  # one report per step, in order
+        assert report.step == planned.step
+        review_below = params_of(planned).get("review_below")
+        if review_below is not None:
+            assert report.needs_review == (report.quality < review_below)
     assert (job.slip.chain, c.needs_review) == (expected.chain, expected.needs_review or flagged)
-    steps = [s.step for s in job.slip.steps]
-    assert [t.step for t in job.timings] == ["classifier", *steps]
-    assert job.slip.position == len(steps)
+    slip_steps = [s.step for s in job.slip.steps]
+    assert slip_steps[0] == "classifier"  # the routing step runs first, at position 0
+    steps = slip_steps[1:]
+    assert [t.step for t in job.timings] == slip_steps
+    assert job.slip.position == len(slip_steps)
     produced = set()
     for art in job.artifacts:
         pixels = decode(storage.get(art.ref.bucket, art.ref.key))
@@ -150,7 +153,7 @@ def test_json_and_minio_notification_events(line, shared_data):
     (notified,) = parse_ingest(json.dumps(notification).encode(), settings.tenant)
     done, dead, _ = collect_results(settings, {"json-job", notified.job_id}, timeout_s=180)
     assert not dead and set(done) == {"json-job", notified.job_id}
-    assert [s.step for s in done["json-job"].slip.steps] == ["segmenter"]  # pruned to the mask
+    assert [s.step for s in done["json-job"].slip.steps] == ["classifier", "segmenter"]  # pruned to the mask
     assert done[notified.job_id].source.key == "notified/two words.jpg"
     # The unreadable message is dead-lettered as it came, with the reason; it blocked nothing.
     letters = [job_pb2.DeadLetter.FromString(v) for v in read_topic(settings, settings.kafka.topic("dlq"))]

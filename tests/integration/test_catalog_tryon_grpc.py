@@ -13,6 +13,7 @@ from google.protobuf.struct_pb2 import Struct
 from PIL import Image
 
 from studioline.services.catalog_generator import templates
+from studioline.services.catalog_generator.prepare import prepare_template
 from studioline.shared.client import step_call
 from studioline.shared.config import PROJECT_ROOT, LimitSettings, S3Settings, Settings
 from studioline.shared.embedded import EmbeddedS3
@@ -21,7 +22,7 @@ from studioline.shared.models.pose import BlazePose
 from studioline.shared.models.store import ModelStore
 from studioline.shared.runtime import StepRunner
 from studioline.shared.service import build_grpc_server
-from studioline.shared.step import step_class
+from studioline.shared import steps
 from studioline.shared.storage import Storage
 from studioline.v1 import steps_pb2
 from tests.helpers import decode
@@ -56,9 +57,9 @@ def service(s3, viton):
         pytest.skip(str(exc))
     for template_id, name in (("model-a", "000001_0.jpg"), ("model-b", "000200_0.jpg")):
         photo = cv2.imread(str(viton / "image" / name))[..., ::-1].copy()
-        templates.save(storage, settings.s3.templates_bucket, template_id, templates.prepare(photo, pose))
+        templates.save(storage, settings.s3.templates_bucket, template_id, prepare_template(photo, pose))
     assert templates.list_ids(storage, settings.s3.templates_bucket) == ["model-a", "model-b"]
-    step = step_class("catalog-generator")(settings, ModelStore(settings.models.dir, storage))
+    step = steps.spec("catalog-generator").step_class()(settings, ModelStore(settings.models.dir, storage))
     server, _, port = build_grpc_server("catalog-generator", StepRunner(step), settings, storage, None, 0)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -96,8 +97,8 @@ def test_try_on_over_grpc(service, viton):
     ours = decode(b.data)[..., :3]
     on_canvas = cv2.resize(real, (300, 400), interpolation=cv2.INTER_AREA)
     assert np.abs(ours.astype(float) - on_canvas).mean() > 1.0
-    assert reply.info["templates"]["model-a"]["coverage_px"] > 1000
-    assert reply.info["garment"]["category"] == "top"
+    assert reply.report.info["templates"]["model-a"]["coverage_px"] > 1000
+    assert reply.report.info["garment"]["category"] == "top"
 
 
 def test_unknown_template_is_invalid_argument(service, viton):

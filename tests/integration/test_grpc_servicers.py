@@ -13,12 +13,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from studioline.shared.client import step_call
-from studioline.shared.config import SERVICES, LimitSettings, Settings
+from studioline.shared import steps
+from studioline.shared.config import LimitSettings, Settings
 from studioline.shared.models.store import ModelStore
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner
-from studioline.shared.service import build_grpc_server, servicer_module, set_serving
-from studioline.shared.step import step_class
+from studioline.shared.service import build_grpc_server, set_serving
 from studioline.shared.storage import Storage
 from studioline.v1 import steps_pb2
 from tests.helpers import decode
@@ -27,9 +27,10 @@ pytestmark = pytest.mark.integration
 
 class Server:
     def __init__(self, service: str, settings: Settings, storage):
-        step = step_class(service)(settings, ModelStore(settings.models.dir, storage))
-        router = Router.from_settings(settings) if service == "classifier" else None
-        self.server, self.health, port = build_grpc_server(service, StepRunner(step), settings, storage, router, 0)
+        self.spec = steps.spec(service)
+        step = self.spec.step_class()(settings, ModelStore(settings.models.dir, storage))
+        router = Router.from_settings(settings) if self.spec.routes else None
+        self.server, self.health, port = build_grpc_server(StepRunner(step), settings, storage, router, 0)
         self.server.start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.step, self.service = step, service
@@ -37,12 +38,12 @@ class Server:
 
     def status(self):
         stub = health_pb2_grpc.HealthStub(self.channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=servicer_module(self.service).SERVICE_NAME)).status
+        return stub.Check(health_pb2.HealthCheckRequest(service=self.spec.grpc_service)).status
 
     def warm(self):
         self.step.load()
         self.step.warmup()
-        set_serving(self.health, servicer_module(self.service), True)
+        set_serving(self.health, self.spec, True)
 
     def close(self):
         self.channel.close()
@@ -64,7 +65,7 @@ def settings(s3):
 def servers(settings):
     storage = Storage(settings.s3)
     storage.ensure_buckets("grpc-in", "grpc-out")
-    started = {name: Server(name, settings, storage) for name in SERVICES}
+    started = {name: Server(name, settings, storage) for name in steps.names()}
     for server in started.values():
         assert server.status() == health_pb2.HealthCheckResponse.NOT_SERVING  # before the model is warm
         server.warm()
@@ -100,11 +101,15 @@ def _mask_of(servers, photo) -> bytes:
     return out.data
 
 
-def test_reflection_lists_the_step(servers):
-    stub = reflection_pb2_grpc.ServerReflectionStub(servers["cropper"].channel)
+@pytest.mark.parametrize("service", steps.names())
+def test_reflection_lists_the_step_and_describes_its_method(servers, service):
+    spec = steps.spec(service)
+    stub = reflection_pb2_grpc.ServerReflectionStub(servers[service].channel)
     (reply,) = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for s in reply.list_services_response.service}
-    assert {"studioline.v1.Cropper", "grpc.health.v1.Health"} <= names
+    assert {spec.grpc_service, "grpc.health.v1.Health"} <= names
+    (reply,) = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=spec.grpc_service)]))
+    assert reply.file_descriptor_response.file_descriptor_proto
 
 
 def test_classify(servers, photo):
@@ -112,7 +117,8 @@ def test_classify(servers, photo):
     c = reply.classification
     assert c.image_type in ("product_on_white", "on_model_studio", "lifestyle_on_model_street",
                             "flat_lay_or_hanging_amateur", "other")
-    assert abs(sum(c.scores.values()) - 1) < 1e-3 and reply.slip.chain and len(reply.slip.steps) > 0
+    assert abs(sum(c.scores.values()) - 1) < 1e-3 and reply.slip.chain and len(reply.slip.steps) > 1
+    assert reply.slip.steps[0].step == "classifier" and reply.report.info["image_type"] == c.image_type
 
 
 def test_segment_matte_inpaint_crop_compose(servers, photo):
@@ -131,7 +137,9 @@ def test_segment_matte_inpaint_crop_compose(servers, photo):
     (cleaned,) = servers["inpainter"].call(_request(photo, mask=mask_png)).outputs
     assert decode(cleaned.data).shape == (h, w, 3)
 
-    crops = servers["cropper"].call(_request(photo, {"aspects": ["1:1", "4:5"], "mode": "product"}, mask=mask_png)).outputs
+    reply = servers["cropper"].call(_request(photo, {"aspects": ["1:1", "4:5"], "mode": "product"}, mask=mask_png))
+    assert reply.report.step == "cropper" and set(reply.report.info["boxes"]) == {"1:1", "4:5"}
+    crops = reply.outputs
     assert sorted(c.params["aspect"] for c in crops) == ["1:1", "4:5"]
     for c in crops:
         aw, ah = (int(x) for x in c.params["aspect"].split(":"))
@@ -139,6 +147,9 @@ def test_segment_matte_inpaint_crop_compose(servers, photo):
 
     (catalog,) = servers["catalog-generator"].call(_request(photo, {"sizes": ["800x800"]}, cutout=cutout.data)).outputs
     assert (catalog.width, catalog.height) == (800, 800)
+    # Integer sizes in a Struct arrive as doubles; they still validate as the integers they are.
+    (catalog,) = servers["catalog-generator"].call(_request(photo, {"sizes": [[640, 800]]}, cutout=cutout.data)).outputs
+    assert (catalog.width, catalog.height) == (640, 800)
 
 
 def test_fill_mask_leaves_the_rest_untouched(servers, photo):

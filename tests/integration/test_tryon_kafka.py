@@ -13,6 +13,7 @@ from google.protobuf.struct_pb2 import Struct
 from PIL import Image
 
 from studioline.services.catalog_generator import templates
+from studioline.services.catalog_generator.prepare import prepare_template
 from studioline.shared.client import collect_results, create_topics
 from studioline.shared.errors import StudiolineError
 from studioline.shared.events import new_job
@@ -20,7 +21,7 @@ from studioline.shared.models.pose import BlazePose
 from studioline.shared.models.store import ModelStore
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner
-from studioline.shared.step import step_class
+from studioline.shared import steps
 from studioline.shared.storage import Storage
 from studioline.shared.worker import KafkaWorker
 from studioline.v1 import job_pb2
@@ -48,7 +49,7 @@ def test_try_on_job_through_kafka(kafka, s3, topic_prefix, shared_data):
     except StudiolineError as exc:
         pytest.skip(str(exc))
     photo = cv2.imread(str(viton / "image" / "000001_0.jpg"))[..., ::-1].copy()
-    templates.save(storage, settings.s3.templates_bucket, "model-a", templates.prepare(photo, pose))
+    templates.save(storage, settings.s3.templates_bucket, "model-a", prepare_template(photo, pose))
 
     # The garment and its cut-out, as the segmenter and matting steps would have left them.
     name = "000200_1.jpg"
@@ -72,7 +73,7 @@ def test_try_on_job_through_kafka(kafka, s3, topic_prefix, shared_data):
     producer.flush()
     producer.close()
 
-    step = step_class("catalog-generator")(settings, ModelStore(settings.models.dir, storage))
+    step = steps.spec("catalog-generator").step_class()(settings, ModelStore(settings.models.dir, storage))
     step.load()
     stop = threading.Event()
     worker = KafkaWorker(StepRunner(step), settings, storage)
@@ -86,6 +87,10 @@ def test_try_on_job_through_kafka(kafka, s3, topic_prefix, shared_data):
     assert not dead and set(done) == {"tryon-1"}
     (catalog,) = [a for a in done["tryon-1"].artifacts if a.kind == "catalog"]
     assert catalog.params["template"] == "model-a"
+    # What the step reported per template reaches the done event, as it does over gRPC.
+    (report,) = done["tryon-1"].reports
+    assert report.step == "catalog-generator" and report.info["garment"]["category"] == "top"
+    assert report.info["templates"]["model-a"]["coverage_px"] > 1000
     composite = decode(storage.get(catalog.ref.bucket, catalog.ref.key))
     assert composite.shape[:2] == (400, 300)
     # The garment is on the model: the composite differs from the template photo there.

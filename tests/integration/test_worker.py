@@ -13,7 +13,7 @@ from studioline.shared.events import new_job
 from studioline.shared.models.store import ModelStore
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner
-from studioline.shared.step import step_class
+from studioline.shared import steps
 from studioline.shared.storage import Storage
 from studioline.shared.worker import KafkaWorker
 from studioline.v1 import job_pb2
@@ -50,7 +50,7 @@ def cropper_runner():
     from studioline.shared.config import Settings
 
     settings = Settings()
-    step = step_class("cropper")(settings, ModelStore(settings.models.dir))
+    step = steps.spec("cropper").step_class()(settings, ModelStore(settings.models.dir))
     step.load()
     return StepRunner(step)
 
@@ -141,3 +141,41 @@ def test_transient_failures_retry_then_dead_letter(settings, cropper_runner, sha
     (letter,) = dead.values()
     assert letter.error_code == "retries_exhausted" and letter.attempt == settings.retry.max_attempts
     assert "injected outage" in letter.reason
+
+
+def test_integer_sizes_from_a_recipe_reach_the_catalog_generator_as_integers(settings, shared_data):
+    """Regression: a recipe's Struct turned [[800, 1000]] into doubles and every job failed at the
+    catalog generator. Parameters are validated at planning and travel as the model's JSON."""
+    import io
+
+    import cv2
+    import numpy as np
+    from kafka import KafkaProducer
+    from PIL import Image
+
+    storage = Storage(settings.s3)
+    viton = shared_data / "C1_viton_tryon_256"
+    name = "000200_1.jpg"
+    rgb = cv2.imread(str(viton / "cloth" / name))[..., ::-1]
+    alpha = np.where(cv2.imread(str(viton / "cloth-mask" / name), cv2.IMREAD_GRAYSCALE) >= 128, 255, 0).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.dstack([rgb, alpha])).save(buf, format="PNG")
+    storage.put(settings.s3.incoming_bucket, name, (viton / "cloth" / name).read_bytes(), "image/jpeg")
+    storage.put(settings.s3.artifacts_bucket, "sizes/cutout.png", buf.getvalue(), "image/png")
+    job = new_job(settings.s3.incoming_bucket, name, tenant="test", job_id="int-sizes")
+    job.recipe.step_params["catalog-generator"].update({"sizes": [[800, 1000]]})
+    job.slip.CopyFrom(Router.from_settings(settings).plan("product_on_white", job.recipe))
+    job.slip.position = [s.step for s in job.slip.steps].index("catalog-generator")
+    job.artifacts.add(kind="cutout", step="matting",
+                      ref=job_pb2.ImageRef(bucket=settings.s3.artifacts_bucket, key="sizes/cutout.png"))
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    producer.send(settings.kafka.step_topic("catalog-generator"), key=b"int-sizes", value=job.SerializeToString())
+    producer.flush()
+    producer.close()
+
+    step = steps.spec("catalog-generator").step_class()(settings, ModelStore(settings.models.dir, storage))
+    done, dead, _ = _process(StepRunner(step), settings, storage, {"int-sizes": name})
+    assert not dead, {j: d.reason for j, d in dead.items()}
+    (catalog,) = [a for a in done["int-sizes"].artifacts if a.kind == "catalog"]
+    assert (catalog.ref.width, catalog.ref.height) == (800, 1000) and catalog.params["size"] == "800x1000"
+    assert decode(storage.get(catalog.ref.bucket, catalog.ref.key)).shape[:2] == (1000, 800)

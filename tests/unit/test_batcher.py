@@ -11,6 +11,7 @@ import pytest
 
 from studioline.shared.config import BatchingSettings, Settings
 from studioline.shared.runtime import StepRunner
+from studioline.shared.spec import StepSpec
 from studioline.shared.step import OutputImage, Step, StepInput, StepOutput, StepParams
 
 
@@ -21,8 +22,7 @@ class _Params(StepParams):
 class RecordingStep(Step):
     """Inverts images and records the batches it was given; `gate` holds the first batch."""
 
-    name = "recording"
-    Params = _Params
+    spec = StepSpec(name="recording", params=_Params, implementation=f"{__name__}:RecordingStep", rpc="", method="")
 
     def __init__(self, gate: threading.Event | None = None, batch_bug: bool = False):
         super().__init__(None, None)

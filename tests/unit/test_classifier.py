@@ -107,9 +107,9 @@ def test_shipped_head_loads_with_the_five_types():
 def test_params_validate():
     assert ClassifierParams().head_version == "v1"
     with pytest.raises(InvalidParams):
-        ClassifierStep.parse_params({"head_version": "v9"})
+        ClassifierStep.spec.parse_params({"head_version": "v9"})
     with pytest.raises(InvalidParams):
-        ClassifierStep.parse_params({"threshold": 0.5})
+        ClassifierStep.spec.parse_params({"threshold": 0.5})
 
 
 # --- backbone -----------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_export_matches_torch_and_has_a_dynamic_batch(tmp_path):
     assert (tmp_path / mobilenet.ONNX_FILE).is_file()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (120 + 40 * i, 90, 3), dtype=np.uint8) for i in range(3)]
-    features, logits = model.forward(images)
+    features, logits = model.predict(images)
     assert features.shape == (3, 1280) and logits.shape == (3, 1000)
     with torch.no_grad():
         ref_f, ref_l = mobilenet.load_mobilenet_v2(tmp_path / mobilenet.WEIGHTS_FILE)(
@@ -138,7 +138,7 @@ def test_export_matches_torch_and_has_a_dynamic_batch(tmp_path):
         )
     np.testing.assert_allclose(features, ref_f.numpy(), atol=1e-3)
     np.testing.assert_allclose(logits, ref_l.numpy(), atol=1e-3)
-    assert len(model.predict(images[:1])) == 1
+    assert model.predict(images[:1])[0].shape == (1, 1280)
 
 
 @needs_backbone
@@ -149,7 +149,7 @@ def test_backbone_knows_shoes_when_it_sees_them():
     paths = sorted((DATA / "C3_clothing_flatlay_cc0" / "test" / "shoes").glob("*.jpg"))[:10]
     model = mobilenet.MobileNetV2Features(ModelStore(MODELS), device="cpu")
     model.load()
-    _, logits = model.forward([load(str(p.relative_to(DATA))) for p in paths])
+    _, logits = model.predict([load(str(p.relative_to(DATA))) for p in paths])
     assert sum(int(i) in footwear for i in logits.argmax(axis=1)) >= 8
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from studioline.services.cropper import ops
+from studioline.services.cropper.params import CropperParams
 from studioline.services.cropper.step import CropperStep
 from studioline.shared.config import PROJECT_ROOT, Settings
 from studioline.shared.errors import InvalidParams, MissingInput
@@ -17,6 +18,8 @@ from studioline.shared.step import StepInput
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "E1_mit1003_saliency_subset"
 MODELS = PROJECT_ROOT / ".models"
+# The step's defaults for the window search (min_scale, keep) and the product margin.
+P = CropperParams()
 needs_model = pytest.mark.skipif(
     not (MODELS / "vit_s_focus.onnx").is_file(), reason=f"no vit_s_focus.onnx in {MODELS}; run `make models`"
 )
@@ -32,7 +35,7 @@ def step():
 
 
 def run(step, image, inputs=None, **params):
-    return step.run(StepInput(image=image, params=step.parse_params(params), inputs=inputs or {}))
+    return step.run(StepInput(image=image, params=step.spec.parse_params(params), inputs=inputs or {}))
 
 
 def blob_map(h, w, cx, cy, r):
@@ -62,22 +65,22 @@ def off_centre_photo(cx_frac: float) -> tuple[np.ndarray, tuple[int, int, int, i
 @pytest.mark.parametrize("cx", [90, 450, 1100])
 def test_best_window_contains_off_centre_blob(cx):
     sal = blob_map(600, 1200, cx, 300, 40)
-    box = ops.best_window(sal, 1.0)
+    box = ops.best_window(sal, 1.0, P.min_scale, P.keep)
     assert box[2:] == (600, 600)
     assert contains(box, (cx - 80, 220, 160, 160))
 
 
 def test_best_window_flat_map_gives_centre_crop():
-    box = ops.best_window(np.ones((400, 1000), np.float32), 1.0)
+    box = ops.best_window(np.ones((400, 1000), np.float32), 1.0, P.min_scale, P.keep)
     assert box == (300, 0, 400, 400)
 
 
 def test_best_window_shrinks_to_min_scale_around_small_object():
     sal = blob_map(600, 900, 700, 200, 25)
-    box = ops.best_window(sal, 1.0, min_scale=0.5, keep=0.95)
+    box = ops.best_window(sal, 1.0, min_scale=0.5, keep=P.keep)
     assert box[2] == box[3] == 300  # half of the 600 px window: the blob fits well inside
     assert contains(box, (650, 150, 100, 100))
-    assert ops.best_window(sal, 1.0, min_scale=1.0)[2] == 600
+    assert ops.best_window(sal, 1.0, min_scale=1.0, keep=P.keep)[2] == 600
 
 
 @pytest.mark.parametrize("aspect", ["1:1", "4:5", "3:4", "16:9", "9:16", "2:3"])
@@ -86,13 +89,13 @@ def test_windows_have_the_exact_aspect(aspect, size):
     a = ops.parse_aspect(aspect)
     h, w = size
     sal = blob_map(h, w, w * 0.3, h * 0.6, 30)
-    for box in (ops.best_window(sal, a), ops.best_window(sal, a, min_scale=0.6)):
+    for box in (ops.best_window(sal, a, P.min_scale, P.keep), ops.best_window(sal, a, 0.6, P.keep)):
         x, y, bw, bh = box
         assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h
         assert abs(bw - bh * a) <= max(1.0, a) * 0.5 + 1e-9  # within rounding of one pixel
     mask = np.zeros((h, w), np.uint8)
     mask[h // 4 : h // 2, w // 5 : w // 3] = 255
-    _, _, pw, ph = ops.product_window(mask, a, 0.08)
+    _, _, pw, ph = ops.product_window(mask, a, P.margin)
     assert abs(pw - ph * a) <= max(1.0, a) + 1e-9
 
 
@@ -128,7 +131,7 @@ def test_product_step_pads_with_border_colour_and_keeps_the_product(step):
     mask = np.zeros((400, 300), np.uint8)
     mask[20:380, 40:260] = 255
     out = run(step, img, {"mask": mask}, aspects=["16:9", "1:1"], margin=0.1)
-    assert out.info["mode"] == "product" and out.info["fill"] == "#F0EEEC"
+    assert out.info["mode"] == "product" and out.info["pad_colour"] == "#F0EEEC"
     wide = out.images[0]
     assert wide.params == {"aspect": "16:9", "mode": "product"} and wide.kind == "crop" and wide.format == "jpeg"
     h, w = wide.pixels.shape[:2]
@@ -144,7 +147,7 @@ def test_auto_uses_the_alpha_of_a_cutout(step):
     rgba = np.zeros((300, 500, 4), np.uint8)
     rgba[100:200, 350:450] = (200, 40, 40, 255)
     out = run(step, rgba, aspects=["1:1"], margin=0.1)
-    assert out.info["mode"] == "product" and out.info["fill"] == "#FFFFFF"
+    assert out.info["mode"] == "product" and out.info["pad_colour"] == "#FFFFFF"
     crop = out.images[0].pixels
     assert crop.shape == (125, 125, 3)
     assert np.all(crop[0, 0] == 255)  # transparent parts flattened on white
@@ -164,16 +167,16 @@ def test_max_side_downscales(step):
 @pytest.mark.parametrize(
     "params",
     [{"aspects": ["1x1"]}, {"aspects": ["0:1"]}, {"aspects": ["1:11"]}, {"aspects": ["-4:5"]}, {"aspects": []}, {"aspects": ["1:1", "1:1"]},
-     {"mode": "smart"}, {"margin": 0.6}, {"fill": "white"}, {"min_scale": 0}, {"zoom": 2}],
+     {"mode": "smart"}, {"margin": 0.6}, {"pad_colour": "white"}, {"min_scale": 0}, {"zoom": 2}],
 )  # fmt: skip
 def test_bad_params_are_rejected(params):
     with pytest.raises(InvalidParams):
-        CropperStep.parse_params(params)
+        CropperStep.spec.parse_params(params)
 
 
 def test_defaults_and_normalised_aspects():
-    assert CropperStep.parse_params({}).aspects == ["1:1"]
-    assert CropperStep.parse_params({"aspects": [" 4 : 5 ", "16:9"]}).aspects == ["4:5", "16:9"]
+    assert CropperStep.spec.parse_params({}).aspects == ["1:1"]
+    assert CropperStep.spec.parse_params({"aspects": [" 4 : 5 ", "16:9"]}).aspects == ["4:5", "16:9"]
 
 
 def test_product_mode_needs_a_mask_and_falls_back_to_saliency_on_an_empty_one(step):
@@ -181,15 +184,15 @@ def test_product_mode_needs_a_mask_and_falls_back_to_saliency_on_an_empty_one(st
     with pytest.raises(MissingInput):
         run(step, img, mode="product")
     out = run(step, img, {"mask": np.zeros((100, 100), np.uint8)}, mode="product")
-    assert out.info["mode"] == "saliency" and out.info["needs_review"] is True
-    assert "mask is empty" in out.info["warning"]
+    assert out.info["mode"] == "saliency" and out.needs_review is True
+    assert "mask is empty" in out.warnings[0]
     assert [o.kind for o in out.images] == ["crop"]
 
 
 def test_spectral_saliency_needs_no_model():
     img, obj = off_centre_photo(0.85)
     s = CropperStep(Settings(), ModelStore(Path("/nonexistent")))  # never loaded
-    out = s.run(StepInput(image=img, params=s.parse_params({"saliency": "spectral", "aspects": ["1:1"]})))
+    out = s.run(StepInput(image=img, params=s.spec.parse_params({"saliency": "spectral", "aspects": ["1:1"]})))
     assert out.info["mode"] == "saliency" and contains(out.info["boxes"]["1:1"], obj)
 
 
@@ -210,8 +213,8 @@ def test_saliency_crop_contains_off_centre_object(step, cx):
 @needs_model
 def test_batch_isolates_failures(step):
     img, _ = off_centre_photo(0.5)
-    params = step.parse_params({"mode": "product"})
-    results = step.run_batch([StepInput(image=img, params=params), StepInput(image=img, params=step.parse_params({}))])
+    params = step.spec.parse_params({"mode": "product"})
+    results = step.run_batch([StepInput(image=img, params=params), StepInput(image=img, params=step.spec.parse_params({}))])
     assert isinstance(results[0], MissingInput) and results[1].info["mode"] == "saliency"
 
 

@@ -111,13 +111,3 @@ def test_masks_and_round_trip():
     assert np.array_equal(decode_mask(encode_image(rgba, "png"), LIMITS), mask)
     with pytest.raises(ValueError):
         encode_image(rgba, "jpeg")
-
-
-def test_an_opaque_cutout_stays_rgba():
-    """A cut-out whose alpha hides nothing is still a cut-out: decoding keeps four channels."""
-    from studioline.shared.runtime import decode_input
-
-    rgba = np.dstack([np.full((8, 8, 3), 90, np.uint8), np.full((8, 8), 255, np.uint8)])
-    pixels = decode_input("cutout", _encode(Image.fromarray(rgba), "PNG"), LIMITS)
-    assert pixels.shape == (8, 8, 4) and (pixels[..., 3] == 255).all()
-    assert decode_input("cleaned", _encode(Image.fromarray(rgba), "PNG"), LIMITS).shape == (8, 8, 3)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from studioline.services.inpainter import ops
+from studioline.services.inpainter.params import InpainterParams
 from studioline.services.inpainter.step import InpainterStep
 from studioline.shared.errors import InvalidParams, MissingInput
 from studioline.shared.step import StepInput
@@ -25,6 +26,8 @@ C2_DUSTED = ["garment_vitonhd/02305_00.jpg", "garment_vitonhd/09164_00.jpg", "ga
 # White garments whose own details look like specks: buttons on ribbing, a large print on a
 # beige backdrop, a distressed print on light grey.
 C2_WHITE = ["garment_vitonhd/09133_00.jpg", "garment_dresscode/050105_1.jpg", "garment_vitonhd/12562_00.jpg"]
+# The step's default detector settings.
+DETECT = InpainterParams().detection()
 
 
 def _need(path: Path) -> Path:
@@ -118,7 +121,7 @@ def step():
 
 
 def _run(step, image, params=None, **inputs):
-    return step.run(StepInput(image=image, params=InpainterStep.parse_params(params or {}), inputs=inputs))
+    return step.run(StepInput(image=image, params=InpainterStep.spec.parse_params(params or {}), inputs=inputs))
 
 
 def test_dust_on_product_photos_is_found_and_removed(step):
@@ -131,7 +134,7 @@ def test_dust_on_product_photos_is_found_and_removed(step):
         dusty, alpha = lay_dust(clean, _backdrop_far_from(clean, _garment_region(mask)), np.random.default_rng(i))
         out = _run(step, dusty, mask=mask)
         cleaned = out.images[0].pixels
-        fill = ops.detect_specks(dusty, mask)
+        fill = ops.detect_specks(dusty, mask, **DETECT)
         assert out.info["specks"] == ops.count_specks(fill) >= 5  # 15 laid, some overlap
         # Byte-identical outside what was filled.
         assert np.array_equal(cleaned[fill == 0], dusty[fill == 0])
@@ -177,10 +180,10 @@ def test_clean_garments_are_left_alone():
     false_area = []
     for clean, mask in _c1_cloths(40):
         for obj in (mask, None):
-            false_area.append(np.mean(ops.detect_specks(clean, obj) > 0))
+            false_area.append(np.mean(ops.detect_specks(clean, obj, **DETECT) > 0))
     assert np.mean(false_area) < 2e-4 and max(false_area) < 3e-3, max(false_area)
     for name in C2_WHITE:
-        assert ops.count_specks(ops.detect_specks(_rgb(C2 / name))) == 0, name
+        assert ops.count_specks(ops.detect_specks(_rgb(C2 / name), **DETECT)) == 0, name
 
 
 def _d_masks() -> list[np.ndarray]:
@@ -245,7 +248,7 @@ def test_bad_requests_are_rejected(step):
         _run(step, image, {"mode": "mask"})
     for bad in ({"mode": "magic"}, {"method": "lama"}, {"sensitivity": 1.5}, {"radius": 0}, {"speckles": 3}):
         with pytest.raises(InvalidParams):
-            InpainterStep.parse_params(bad)
+            InpainterStep.spec.parse_params(bad)
     if not ops.patchmatch_available():
         with pytest.raises(InvalidParams):
             _run(step, image, {"method": "patchmatch"})
@@ -258,7 +261,7 @@ def test_patchmatch_removes_dust_when_installed(step):
     dusty, alpha = lay_dust(clean, _backdrop_far_from(clean, _garment_region(mask)), np.random.default_rng(7))
     out = _run(step, dusty, {"method": "patchmatch"}, mask=mask)
     cleaned = out.images[0].pixels
-    fill = ops.detect_specks(dusty, mask)
+    fill = ops.detect_specks(dusty, mask, **DETECT)
     assert np.array_equal(cleaned[fill == 0], dusty[fill == 0])
     dust = alpha > 0.25
     assert _psnr(((cleaned.astype(np.float64) - clean) ** 2)[dust].sum(), int(dust.sum()) * 3) >= 20.0

@@ -10,12 +10,24 @@ import numpy as np
 import pytest
 
 from studioline.services.matting import ops
+from studioline.services.matting.params import MattingParams
 from studioline.services.matting.step import MattingStep
-from studioline.shared.errors import InvalidParams, MissingInput
+from studioline.shared.errors import InvalidParams
 from studioline.shared.step import StepInput
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ALPHA_SET = DATA / "A_alphamatting_lowres"
+P = MattingParams()  # the step's defaults
+
+
+def solver(**changes) -> dict:
+    """The step's alpha solver arguments, with some changed."""
+    return {**P.solver(), **changes}
+
+
+def trimap_args(**changes) -> dict:
+    """The step's trimap arguments, with some changed."""
+    return {**P.trimap(), **changes}
 
 
 def _alpha_set() -> Path:
@@ -59,7 +71,7 @@ def step():
 )
 def test_alpha_from_given_trimap(method, name, max_sad, max_mse):
     image, gt, trimap = _load(name, "Trimap1")
-    alpha = ops.estimate_alpha(image, trimap, method=method)
+    alpha = ops.estimate_alpha(image, trimap, **solver(method=method))
     unknown = (trimap != 0) & (trimap != 255)
     sad, mse = _sad_mse(alpha, gt, unknown)
     assert sad <= max_sad and mse <= max_mse, f"{name}: SAD {sad:.2f} MSE {mse:.2f}"
@@ -82,16 +94,16 @@ def test_expand_trimap_labels_unknown_pixels_next_to_their_colour():
     expanded = ops.expand_trimap(image, trimap, radius=5, colour=0.03)
     assert np.all(expanded[:, :25] == 255) and np.all(expanded[:, 35:] == 0)
     assert np.all(expanded[:, 25:35] == ops.UNKNOWN)
-    assert np.array_equal(ops.expand_trimap(image, trimap, radius=0), trimap)
+    assert np.array_equal(ops.expand_trimap(image, trimap, radius=0, colour=0.03), trimap)
 
 
 def test_clamped_alpha_has_no_faint_veil():
     image, gt, trimap = _load("GT19.png", "Trimap1")
     unknown = (trimap != 0) & (trimap != 255)
-    alpha = ops.estimate_alpha(image, trimap, method="cf", clamp=0.05)
+    alpha = ops.estimate_alpha(image, trimap, **solver(method="cf", clamp=0.05))
     inside = alpha[unknown]
     assert not np.any((inside > 0) & (inside < 0.05)) and not np.any((inside < 1) & (inside > 0.95))
-    raw = ops.estimate_alpha(image, trimap, method="cf", clamp=0.0, expand_radius=0)
+    raw = ops.estimate_alpha(image, trimap, **solver(method="cf", clamp=0.0, expand_radius=0))
     assert np.any((raw[unknown] > 0) & (raw[unknown] < 0.05)), "the unclamped solve should leave a veil"
 
 
@@ -99,7 +111,7 @@ def test_scaled_solve_keeps_known_regions_exact():
     image, gt, trimap = _load("GT19.png", "Trimap1")
     unknown = (trimap != 0) & (trimap != 255)
     # A quarter of the unknown pixels: solved at half size, guided-upsampled.
-    alpha = ops.estimate_alpha(image, trimap, method="cf", solve_pixels=int(unknown.sum()) // 4)
+    alpha = ops.estimate_alpha(image, trimap, **solver(method="cf", solve_pixels=int(unknown.sum()) // 4))
     assert alpha.shape == trimap.shape
     assert np.all(alpha[trimap == 255] == 1.0) and np.all(alpha[trimap == 0] == 0.0)
     sad, _ = _sad_mse(alpha, gt, unknown)
@@ -114,7 +126,7 @@ def test_scaled_solve_keeps_known_regions_exact():
 def test_step_cutout_beats_the_binary_mask(step, name):
     image, gt, _ = _load(name)
     mask = np.where(gt >= 0.5, 255, 0).astype(np.uint8)
-    out = step.run(StepInput(image=image, params=step.Params(), inputs={"mask": mask}))
+    out = step.run(StepInput(image=image, params=step.spec.params(), inputs={"mask": mask}))
     (cutout,) = out.images
     assert cutout.kind == "cutout" and cutout.format == "png"
     assert cutout.pixels.shape == (*image.shape[:2], 4) and cutout.pixels.dtype == np.uint8
@@ -138,7 +150,7 @@ def test_trimap_band_follows_the_masks_uncertainty(k):
     mask[:, 100 * k : 300 * k] = 255
     blurred = cv2.GaussianBlur(mask, (0, 0), 8 * k)
     mask[:, 200 * k :] = blurred[:, 200 * k :]  # right edge soft, left edge sharp
-    trimap = ops.trimap_from_mask(mask, band=0.05, min_band=0.005)  # 20 px widest, 2 px least (x k)
+    trimap = ops.trimap_from_mask(mask, **trimap_args(band=0.05, min_band=0.005))  # 20 px widest, 2 px least (x k)
     left = _unknown_width(trimap[100 * k, 50 * k : 150 * k])
     right = _unknown_width(trimap[100 * k, 250 * k : 350 * k])
     assert left <= 6 * k, left
@@ -156,7 +168,7 @@ def test_trimap_band_widens_near_hair_like_texture():
         cv2.line(image, (x, y), (x + int(rng.integers(-15, 16)), y + int(rng.integers(-30, 31))), (40, 30, 20), 1)
     mask = np.zeros((200, 400), np.uint8)
     mask[:, 100:300] = 255
-    trimap = ops.trimap_from_mask(mask, image=image, band=0.05, min_band=0.005)
+    trimap = ops.trimap_from_mask(mask, image=image, **trimap_args(band=0.05, min_band=0.005))
     assert _unknown_width(trimap[100, 50:150]) <= 6
     assert _unknown_width(trimap[100, 250:350]) >= 12
 
@@ -166,7 +178,7 @@ def test_trimap_from_mask_thin_parts_and_frame():
     cv2.circle(mask, (100, 100), 60, 255, -1)
     mask[40:160, 250:258] = 255  # a strap 8 px wide
     mask[100, 300:360] = 128  # an unsure stroke of a soft mask
-    trimap = ops.trimap_from_mask(mask, band=0.05, min_band=0.02)  # 8 px least, wider than the strap
+    trimap = ops.trimap_from_mask(mask, **trimap_args(band=0.05, min_band=0.02))  # 8 px least, wider than the strap
     assert set(np.unique(trimap)) == {0, 128, 255}
     assert trimap[100, 100] == 255 and trimap[100, 100 + 60 - 4] == 128
     assert trimap[100, 100 + 60 + 4] == 128 and trimap[100, 100 + 60 + 30] == 0
@@ -176,7 +188,7 @@ def test_trimap_from_mask_thin_parts_and_frame():
     # The frame is no edge: an object cut by it stays opaque up to it.
     edge = np.zeros((100, 100), np.uint8)
     edge[:, :50] = 255
-    assert np.all(ops.trimap_from_mask(edge, band=0.05)[:, 0] == 255)
+    assert np.all(ops.trimap_from_mask(edge, **trimap_args(band=0.05))[:, 0] == 255)
 
 
 def test_foreground_estimate_removes_the_halo():
@@ -189,7 +201,7 @@ def test_foreground_estimate_removes_the_halo():
     bg = np.dstack([np.full((h, w), 30.0), np.full((h, w), 90.0), 220 + 10 * rng.standard_normal((h, w))])
     alpha = np.clip((80 - np.hypot(yy - 60, xx - 60)) / 20.0, 0, 1).astype(np.float32)  # soft rim 20 px
     observed = np.clip(alpha[..., None] * fg + (1 - alpha[..., None]) * bg + 0.5, 0, 255).astype(np.uint8)
-    est = ops.estimate_foreground(observed, alpha).astype(np.float64)
+    est = ops.estimate_foreground(observed, alpha, max_side=P.max_side).astype(np.float64)
     soft = (alpha > 0.2) & (alpha < 0.8)
     err_est = np.abs(est - fg)[soft].mean()
     err_raw = np.abs(observed.astype(np.float64) - fg)[soft].mean()
@@ -220,25 +232,22 @@ def test_step_resizes_a_smaller_mask_and_handles_empty_ones(step):
     image[30:90, 40:120] = (180, 40, 40)
     small = np.zeros((60, 80), np.uint8)
     small[15:45, 20:60] = 255
-    out = step.run(StepInput(image=image, params=step.Params(), inputs={"mask": small}))
+    out = step.run(StepInput(image=image, params=step.spec.params(), inputs={"mask": small}))
     alpha = out.images[0].pixels[..., 3]
     assert alpha.shape == (120, 160)
     assert alpha[60, 80] == 255 and alpha[5, 5] == 0
     assert np.all(out.images[0].pixels[60, 80, :3] == (180, 40, 40))
-    empty = step.run(StepInput(image=image, params=step.Params(), inputs={"mask": np.zeros((120, 160), np.uint8)}))
+    empty = step.run(StepInput(image=image, params=step.spec.params(), inputs={"mask": np.zeros((120, 160), np.uint8)}))
     assert not empty.images[0].pixels[..., 3].any()
 
 
 def test_step_rejects_bad_requests(step):
-    image = np.zeros((32, 32, 3), np.uint8)
-    with pytest.raises(MissingInput):
-        step.run(StepInput(image=image, params=step.Params(), inputs={}))
     for bad in ({"method": "bayesian"}, {"bg_level": 200, "fg_level": 100}, {"band": 0}, {"colour": 1}):
         with pytest.raises(InvalidParams):
-            MattingStep.parse_params(bad)
+            MattingStep.spec.parse_params(bad)
     with pytest.raises(InvalidParams):
-        MattingStep.parse_params({"band": 0.01, "min_band": 0.05})
-    assert MattingStep.parse_params({"method": "knn", "solve_pixels": 20_000}).method == "knn"
+        MattingStep.spec.parse_params({"band": 0.01, "min_band": 0.05})
+    assert MattingStep.spec.parse_params({"method": "knn", "solve_pixels": 20_000}).method == "knn"
 
 
 def test_guided_upsample_is_finite_on_flat_guides_and_follows_edges():

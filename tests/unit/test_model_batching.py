@@ -1,6 +1,10 @@
-"""Models with a batch axis made dynamic on load: a stacked batch gives the batch-1 results."""
+"""Models with a batch axis made dynamic on load: a stacked batch gives the batch-1 results;
+and the one lifecycle every model shares (load on first predict, once)."""
 
 from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -8,6 +12,7 @@ import pytest
 
 from studioline.shared.config import PROJECT_ROOT
 from studioline.shared.models.base import with_dynamic_batch
+from studioline.shared.models.registry import model_class, registered_models
 from studioline.shared.models.store import ModelStore
 from studioline.shared.models.u2net import U2Netp
 
@@ -65,3 +70,36 @@ def test_the_device_path_gives_the_numpy_path_masks_within_tolerance(photos):
     jpeg = sorted(DEMO.glob("*.jpg"))[0]
     (decoded,) = decode_jpegs([jpeg.read_bytes()], "cpu")
     assert np.array_equal(decoded, photos[0])
+
+
+def test_predict_loads_once_on_first_use_however_many_threads_ask(photos):
+    loads = []
+
+    class CountedU2Netp(U2Netp):
+        def _load(self) -> None:
+            loads.append(1)
+            time.sleep(0.05)  # a slow load: the other threads arrive while it runs
+            super()._load()
+
+    model = CountedU2Netp(ModelStore(PROJECT_ROOT / ".models"), device="cpu", threads=1)
+    with ThreadPoolExecutor(len(photos)) as pool:
+        masks = list(pool.map(lambda photo: model.predict([photo])[0], photos))
+    assert len(loads) == 1 and model.loaded
+    assert [m.shape for m in masks] == [p.shape[:2] for p in photos]
+    model.close()
+    assert not model.loaded
+
+
+def test_every_installed_model_loads_on_its_first_predict():
+    """The same lifecycle for every registered model: warmup() (a predict) on a model nobody
+    loaded loads it; close() unloads it."""
+    store = ModelStore(PROJECT_ROOT / ".models")
+    installed = [n for n in registered_models() if all(store.has(f) for f in model_class(n).files)]
+    assert {"u2netp", "vit_s_focus", "mobilenet_v2", "mediapipe_pose"} <= set(installed), "run `make models`"
+    for name in installed:
+        model = model_class(name)(store, device="cpu", threads=1)
+        assert not model.loaded
+        model.warmup()
+        assert model.loaded, name
+        model.close()
+        assert not model.loaded, name

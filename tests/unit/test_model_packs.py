@@ -7,6 +7,8 @@ import io
 import json
 import re
 import stat
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -15,8 +17,8 @@ from types import MappingProxyType
 import pytest
 
 from studioline.shared.models import packs
-from studioline.shared.models.base import model_class
 from studioline.shared.models.packs import DEFAULT_PACKS, PACKS, Pack, PackError, PackFile
+from studioline.shared.models.registry import model_class, registered_models
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / ".models"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -47,12 +49,34 @@ def test_manifest_is_consistent():
         packs.pack_for_file("user_model.onnx")
 
 
-def test_u2net_models_read_their_pack_files():
-    from studioline.shared.models.u2net import U2Net, U2Netp
+def test_every_model_reads_the_files_of_the_pack_named_like_it():
+    assert registered_models() == sorted(PACKS)  # one name per model: model, pack and registry entry
+    for name in registered_models():
+        cls = model_class(name)
+        assert cls.name == name
+        assert cls.files == tuple(PACKS[name].files) and cls.files, name
+        assert {packs.pack_for_file(f).name for f in cls.files} == {name}
 
-    for cls in (U2Netp, U2Net):
-        assert model_class(cls.name) is cls
-        assert [packs.pack_for_file(f).name for f in cls.files] == [cls.name]
+
+def test_registry_resolves_every_name_without_anything_imported_first():
+    """A fresh interpreter: the registry imports no model module itself, and every name resolves
+    with nothing imported beforehand (no name depends on an import's side effect)."""
+    code = (
+        "import sys\n"
+        "from studioline.shared.models.registry import MODELS, model_class\n"
+        "modules = {target.split(':')[0] for target in MODELS.values()}\n"
+        "assert not modules & set(sys.modules), modules & set(sys.modules)\n"
+        "model_class('vit_s_focus')\n"
+        "for name in MODELS:\n"
+        "    assert model_class(name).name == name, name\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_unknown_model_names_the_registered_ones():
+    with pytest.raises(KeyError, match="unknown model 'nope'; registered: .*vit_s_focus"):
+        model_class("nope")
 
 
 def test_unknown_pack_is_a_clear_error(tmp_path):

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,7 @@ import yaml
 
 from studioline.shared.config import Settings
 from studioline.shared.errors import ConfigError, InvalidEvent, InvalidParams
+from studioline.shared import steps
 from studioline.shared.routing import Router
 from studioline.v1 import job_pb2
 
@@ -47,10 +49,21 @@ def test_recipe_params_override_table_params(router):
     recipe = job_pb2.Recipe()
     recipe.step_params["cropper"].update({"aspects": ["16:9"]})
     slip = router.plan("other", recipe)
-    assert list(slip.steps[0].params["aspects"]) == ["16:9"]
+    assert json.loads(slip.steps[0].params_json)["aspects"] == ["16:9"]
     recipe.step_params["cropper"].update({"no_such_param": 1})
     with pytest.raises(InvalidParams, match="no_such_param"):
         router.plan("other", recipe)
+
+
+def test_planned_params_keep_their_types(router):
+    """A recipe's Struct makes every number a double; the plan carries the model's own JSON,
+    so the catalog generator's integer sizes arrive as integers."""
+    recipe = job_pb2.Recipe()
+    recipe.step_params["catalog-generator"].update({"sizes": [[800, 1000]], "fill": 0.9})
+    (planned,) = [s for s in router.plan("product_on_white", recipe).steps if s.step == "catalog-generator"]
+    params = json.loads(planned.params_json)
+    assert params["sizes"] == ["800x1000"] and params["fill"] == 0.9
+    assert steps.spec("catalog-generator").load_params(planned.params_json).size_pairs() == [(800, 1000)]
 
 
 def test_unknown_outputs_and_chains_are_rejected(router):

@@ -94,11 +94,11 @@ def test_params_defaults_and_validation():
     p = SegmenterParams()
     assert p.model == "auto" and p.soft and p.fill_holes
     with pytest.raises(InvalidParams, match="model"):
-        SegmenterStep.parse_params({"model": "sam"})
+        SegmenterStep.spec.parse_params({"model": "sam"})
     with pytest.raises(InvalidParams, match="threshold"):
-        SegmenterStep.parse_params({"threshold": 1.5})
+        SegmenterStep.spec.parse_params({"threshold": 1.5})
     with pytest.raises(InvalidParams, match="colour"):
-        SegmenterStep.parse_params({"colour": "red"})
+        SegmenterStep.spec.parse_params({"colour": "red"})
 
 
 # --- ops ----------------------------------------------------------------------------------
@@ -125,12 +125,16 @@ def test_clean_mask_drops_specks_and_fills_holes():
     # The largest component always stays, however small.
     tiny = np.zeros((200, 200), np.float32)
     tiny[5:8, 5:8] = 1.0
-    assert ops.clean_mask(tiny, min_component=0.01)[6, 6] == 255
+    assert ops.clean_mask(tiny, threshold=0.5, min_component=0.01, holes=True)[6, 6] == 255
 
 
 def test_classical_on_white_garments(cloth):
     # Measured 0.946 on these 20, 0.963 on all 263 (a few C1 masks are themselves broken).
-    results = [ops.classical_segment(im) for im, _ in cloth]
+    p = SegmenterParams()
+    results = [
+        ops.classical_segment(im, min_component=p.min_component, holes=p.fill_holes, grabcut=p.grabcut)
+        for im, _ in cloth
+    ]
     assert np.mean([_iou(r.prob >= 0.5, gt) for r, (_, gt) in zip(results, cloth)]) > 0.93
     assert all(ops.implausible(r) is None for r in results)
 
@@ -229,28 +233,29 @@ def test_mask_quality_scores_crisp_over_vague_and_rejects_empty():
     crisp[80:220, 100:300] = 1.0
     soft_edge = cv2.GaussianBlur(crisp, (0, 0), 2)  # an anti-aliased edge: still confident
     vague = cv2.GaussianBlur(crisp, (0, 0), 40)  # a network that could not find the outline
-    q_crisp, q_soft, q_vague = (ops.mask_quality(p)[0] for p in (crisp, soft_edge, vague))
+    q_crisp, q_soft, q_vague = (ops.mask_quality(p, threshold=0.5)[0] for p in (crisp, soft_edge, vague))
     assert q_crisp == pytest.approx(1.0)
     assert 0.9 < q_soft < 1.0
     assert q_vague < 0.6
-    assert ops.mask_quality(np.zeros_like(crisp)) == (0.0, "mask nearly empty (0.000 of the image)")
-    assert ops.mask_quality(np.ones_like(crisp))[0] == 0.0
+    assert ops.mask_quality(np.zeros_like(crisp), threshold=0.5) == (0.0, "mask nearly empty (0.000 of the image)")
+    assert ops.mask_quality(np.ones_like(crisp), threshold=0.5)[0] == 0.0
 
 
-def test_quality_in_info_and_review_flag(step, cloth):
+def test_quality_in_the_report_and_review_flag(step, cloth):
     image, _ = cloth[0]
-    _, info = _run(step, image)
-    assert info["path"] == "classical" and 0.9 <= info["quality"] <= 1.0
-    assert "needs_review" not in info
-    _, info = _run(step, image, model="u2netp", review_below=1.0)
-    assert 0.0 < info["quality"] < 1.0 and info["needs_review"] is True
+    out = step.run(StepInput(image=image, params=SegmenterParams()))
+    assert out.info["path"] == "classical" and 0.9 <= out.quality <= 1.0
+    assert out.needs_review is False and "quality" not in out.info
+    out = step.run(StepInput(image=image, params=SegmenterParams(model="u2netp", review_below=1.0)))
+    assert 0.0 < out.quality < 1.0 and out.needs_review is True
 
 
 def test_low_quality_escalates_to_the_stronger_model(step, cloth):
     image, gt = cloth[1]
-    mask, info = _run(step, image, model="u2netp", escalate_below=1.0, escalate_to="u2net")
+    out = step.run(StepInput(image=image, params=SegmenterParams(model="u2netp", escalate_below=1.0, escalate_to="u2net")))
+    mask, info = out.images[0].pixels, out.info
     assert info["path"] == "u2net" and info["escalated"]["from"] == "u2netp"
-    assert 0.0 < info["escalated"]["quality"] < 1.0 and "quality" in info
+    assert 0.0 < info["escalated"]["quality"] < 1.0 and out.quality is not None
     assert _iou(mask >= 128, gt) > 0.8
     # Already on the stronger model: nothing to escalate to.
     _, info = _run(step, image, model="u2net", escalate_below=1.0, escalate_to="u2net")

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from studioline.services.catalog_generator import ops, tryon
+from studioline.services.catalog_generator.body import Body
+from studioline.services.catalog_generator.colourway import colourway
+from studioline.services.catalog_generator.garment import garment_landmarks
 from studioline.services.catalog_generator.params import CatalogGeneratorParams
+from studioline.services.catalog_generator.warp import tps_backward_map, tps_warp
 from studioline.shared.config import PROJECT_ROOT
 from studioline.shared.errors import PermanentError, StudiolineError
 from studioline.shared.models import pose as bp
@@ -28,7 +32,7 @@ def _tee(h: int = 400, w: int = 300) -> np.ndarray:
 
 
 def test_landmarks_on_a_synthetic_tee():
-    marks = tryon.garment_landmarks(_tee())
+    marks = garment_landmarks(_tee())
     assert marks.neck[1] == 40 and abs(marks.neck[0] - 150) <= 2
     assert marks.hem_left[0] == 90 and marks.hem_right[0] == 210
     assert 360 <= marks.hem_left[1] <= 380
@@ -56,19 +60,19 @@ def _long_sleeve(h: int = 400, w: int = 300) -> np.ndarray:
 
 
 def test_long_sleeves_dress_and_trousers_are_told_apart():
-    long_top = tryon.garment_landmarks(_long_sleeve())
+    long_top = garment_landmarks(_long_sleeve())
     assert long_top.category == "top" and long_top.sleeve_length == "long"
     # The hem is the torso's, not the cuffs'.
     assert long_top.hem_left[0] >= 85 and long_top.hem_right[0] <= 215
     dress = np.zeros((600, 300), np.uint8)
     cv2.fillPoly(dress, [np.array([[110, 20], [190, 20], [200, 120], [250, 580], [50, 580], [100, 120]])], 255)
     cv2.ellipse(dress, (150, 20), (25, 15), 0, 0, 180, 0, -1)
-    assert tryon.garment_landmarks(dress).category == "dress"
+    assert garment_landmarks(dress).category == "dress"
     trousers = np.zeros((600, 300), np.uint8)
     cv2.rectangle(trousers, (80, 20), (220, 200), 255, -1)
     cv2.fillPoly(trousers, [np.array([[80, 200], [145, 200], [140, 580], [70, 580]])], 255)
     cv2.fillPoly(trousers, [np.array([[155, 200], [220, 200], [230, 580], [160, 580]])], 255)
-    assert tryon.garment_landmarks(trousers).category == "bottom"
+    assert garment_landmarks(trousers).category == "bottom"
     # try_on refuses a bottom with the reason, before any warping.
     photo, region = np.full((240, 200, 3), 200, np.uint8), np.zeros((240, 200), bool)
     region[80:170, 70:130] = True
@@ -91,13 +95,13 @@ def _frontal() -> np.ndarray:
 
 
 def test_a_back_view_is_refused_with_a_reason():
-    body = tryon.Body.from_landmarks(_frontal())
+    body = Body.from_landmarks(_frontal())
     assert body.shoulder_left[0] == 70 and body.elbows[0][0] == 60  # image-left arm first
     back = _frontal()
     back[[bp.LEFT_SHOULDER, bp.RIGHT_SHOULDER], 0] = back[[bp.RIGHT_SHOULDER, bp.LEFT_SHOULDER], 0]
     back[bp.NOSE, 2] = 50.0
     with pytest.raises(PermanentError, match="person's back"):
-        tryon.Body.from_landmarks(back)
+        Body.from_landmarks(back)
 
 
 def test_a_template_that_cannot_take_the_garment_says_why_and_the_others_go_through():
@@ -114,28 +118,58 @@ def test_a_template_that_cannot_take_the_garment_says_why_and_the_others_go_thro
     step = CatalogGeneratorStep(settings=None, model_store=None)
     step._templates.update(front=Template(photo, person, region, _frontal()), back=Template(photo, person, region, back))
     cutout = np.dstack([np.full((400, 300, 3), (40, 90, 200), np.uint8), _tee()])
-    params = CatalogGeneratorStep.parse_params({"template_ids": ["front", "back"]})
+    params = CatalogGeneratorStep.spec.parse_params({"template_ids": ["front", "back"]})
     out = step.run(StepInput(image=cutout, params=params, inputs={"cutout": cutout}))
     assert len(out.images) >= 1 and out.info["templates"]["front"]["coverage_px"] > 1000
-    assert "person's back" in out.info["templates"]["back"]["error"]
+    assert "person's back" in out.refusals["back"] and "back" not in out.info["templates"]
     assert out.info["garment"]["sleeves"] == "short"  # the tee is 2.8 torso widths long: "dress"
+
+
+def test_preparation_refuses_no_person_and_back_views_and_the_template_round_trips(monkeypatch):
+    from types import SimpleNamespace
+
+    from studioline.services.catalog_generator import prepare, templates
+
+    photo = np.full((240, 200, 3), 230, np.uint8)
+    photo[75:175, 55:145] = (40, 90, 200)  # the top the model wears
+    person = np.zeros((240, 200), np.float32)
+    person[20:235, 40:160] = 1.0
+    back = _frontal()
+    back[[bp.LEFT_SHOULDER, bp.RIGHT_SHOULDER], 0] = back[[bp.RIGHT_SHOULDER, bp.LEFT_SHOULDER], 0]
+    back[bp.NOSE, 2] = 50.0
+    pose = lambda landmarks: SimpleNamespace(landmarks=landmarks, person_mask=person, score=0.9)  # noqa: E731
+    poses = {"none": None, "back": pose(back), "front": pose(_frontal())}
+    # The pose model is reached only through estimate_pose: replacing it replaces the model.
+    monkeypatch.setattr(prepare, "estimate_pose", lambda model, image: poses[model])
+    with pytest.raises(PermanentError, match="no person found"):
+        prepare.prepare_template(photo, "none")
+    with pytest.raises(PermanentError, match="person's back"):
+        prepare.prepare_template(photo, "back")
+    template = prepare.prepare_template(photo, "front")
+    assert template.region[120, 100] and not template.region[person == 0].any()
+    files = {name: data for name, (data, _) in templates.encode(template).items()}
+    assert set(files) == set(templates.FILES)
+    again = templates.decode(files)
+    assert np.array_equal(again.region, template.region) and np.abs(again.person - person).max() <= 1 / 255
+    assert np.allclose(again.landmarks, template.landmarks, atol=1e-3) and again.score == pytest.approx(0.9)
+    assert np.abs(again.photo.astype(int) - photo).mean() < 2  # JPEG at quality 95
 
 
 def test_landmarks_reject_an_empty_mask():
     with pytest.raises(PermanentError, match="empty or too small"):
-        tryon.garment_landmarks(np.zeros((100, 100), np.uint8))
+        garment_landmarks(np.zeros((100, 100), np.uint8))
 
 
 def test_tps_maps_landmarks_onto_targets():
     src = np.array([[50, 20], [20, 40], [80, 40], [25, 110], [75, 110]], float)
     dst = np.array([[100, 60], [60, 90], [150, 85], [70, 230], [140, 240]], float)
-    map_x, map_y = tryon.tps_backward_map(dst, src, (200, 260), grid=4)
+    map_x, map_y = tps_backward_map(dst, src, (200, 260), grid=4)
     for (sx, sy), (dx, dy) in zip(src, dst):
         assert abs(map_x[int(dy), int(dx)] - sx) < 0.6 and abs(map_y[int(dy), int(dx)] - sy) < 0.6
     # A warped dot lands on its target.
     dot = np.zeros((130, 100, 4), np.float32)
     cv2.circle(dot, (80, 40), 3, (1, 1, 1, 1), -1)
-    warped = tryon.tps_warp(dot, src, dst, (200, 260))
+    warped = tps_warp(dot, src, dst, (200, 260))
     ys, xs = np.nonzero(warped[..., 3] > 0.5)
     assert abs(xs.mean() - 150) < 2 and abs(ys.mean() - 85) < 2
 
@@ -145,7 +179,7 @@ def test_colourway_keeps_lightness_and_changes_hue():
     rgb = np.clip(rng.normal([180, 60, 50], 20, (64, 64, 3)), 0, 255).astype(np.uint8)
     mask = np.zeros((64, 64), np.float32)
     mask[:, :32] = 1
-    out = tryon.colourway(rgb, mask, 120)
+    out = colourway(rgb, mask, 120)
     lab_in = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(float)
     lab_out = cv2.cvtColor(out, cv2.COLOR_RGB2LAB).astype(float)
     assert np.abs(lab_out[:, :32, 0] - lab_in[:, :32, 0]).mean() < 3.0
@@ -156,10 +190,10 @@ def test_colourway_keeps_lightness_and_changes_hue():
 
 def test_bad_inputs_give_clear_errors():
     with pytest.raises(PermanentError, match=r"\(33, 5\) pose landmarks"):
-        tryon.Body.from_landmarks(np.zeros((10, 5)))
+        Body.from_landmarks(np.zeros((10, 5)))
     hidden = np.zeros((33, 5))
     with pytest.raises(PermanentError, match="not all visible"):
-        tryon.Body.from_landmarks(hidden)
+        Body.from_landmarks(hidden)
     with pytest.raises(PermanentError, match="RGBA cut-out"):
         ops.cutout_rgb_alpha(np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(PermanentError, match="alpha channel is empty"):
@@ -199,7 +233,7 @@ def test_pose_on_a_real_photo_agrees_with_openpose(pose_model, viton):
     errors = []
     for path in sorted((viton / "image").iterdir())[:5]:
         photo = cv2.imread(str(path))[..., ::-1].copy()
-        pose = pose_model.estimate(photo)
+        (pose,) = pose_model.predict([photo])
         assert pose is not None and pose.person_mask.shape == photo.shape[:2]
         assert 0.15 < (pose.person_mask > 0.5).mean() < 0.8
         people = json.loads((viton / "pose" / f"{path.stem}_keypoints.json").read_text())["people"][0]

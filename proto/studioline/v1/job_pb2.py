@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17studioline/v1/job.proto\x12\rstudioline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x08ImageRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\"u\n\x08\x41rtifact\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12$\n\x03ref\x18\x02 \x01(\x0b\x32\x17.studioline.v1.ImageRef\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04step\x18\x04 \x01(\t\"\xb0\x01\n\x06Recipe\x12\x0f\n\x07outputs\x18\x01 \x03(\t\x12:\n\x0bstep_params\x18\x02 \x03(\x0b\x32%.studioline.v1.Recipe.StepParamsEntry\x12\r\n\x05\x63hain\x18\x03 \x01(\t\x1aJ\n\x0fStepParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\"D\n\x0bPlannedStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"Y\n\x0bRoutingSlip\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.studioline.v1.PlannedStep\x12\x10\n\x08position\x18\x03 \x01(\r\"H\n\nStepTiming\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x0e\n\x06worker\x18\x04 \x01(\t\"8\n\x0bStepQuality\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04note\x18\x03 \x01(\t\"\xb8\x01\n\x0e\x43lassification\x12\x12\n\nimage_type\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x39\n\x06scores\x18\x03 \x03(\x0b\x32).studioline.v1.Classification.ScoresEntry\x12\x14\n\x0cneeds_review\x18\x04 \x01(\x08\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc1\x04\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\'\n\x06source\x18\x03 \x01(\x0b\x32\x17.studioline.v1.ImageRef\x12%\n\x06recipe\x18\x04 \x01(\x0b\x32\x15.studioline.v1.Recipe\x12(\n\x04slip\x18\x05 \x01(\x0b\x32\x1a.studioline.v1.RoutingSlip\x12*\n\tartifacts\x18\x06 \x03(\x0b\x32\x17.studioline.v1.Artifact\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0e\x63lassification\x18\n \x01(\x0b\x32\x1d.studioline.v1.Classification\x12*\n\x07timings\x18\x0b \x03(\x0b\x32\x19.studioline.v1.StepTiming\x12;\n\nattributes\x18\x0c \x03(\x0b\x32\'.studioline.v1.JobEvent.AttributesEntry\x12+\n\x07quality\x18\r \x03(\x0b\x32\x1a.studioline.v1.StepQuality\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xea\x01\n\nDeadLetter\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.studioline.v1.JobEvent\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\t\x12\x14\n\x0csource_topic\x18\x06 \x01(\t\x12\x11\n\tpartition\x18\x07 \x01(\x05\x12\x0e\n\x06offset\x18\x08 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12-\n\tfailed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17studioline/v1/job.proto\x12\rstudioline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x08ImageRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\"u\n\x08\x41rtifact\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12$\n\x03ref\x18\x02 \x01(\x0b\x32\x17.studioline.v1.ImageRef\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04step\x18\x04 \x01(\t\"\xb0\x01\n\x06Recipe\x12\x0f\n\x07outputs\x18\x01 \x03(\t\x12:\n\x0bstep_params\x18\x02 \x03(\x0b\x32%.studioline.v1.Recipe.StepParamsEntry\x12\r\n\x05\x63hain\x18\x03 \x01(\t\x1aJ\n\x0fStepParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\">\n\x0bPlannedStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\tJ\x04\x08\x02\x10\x03R\x06params\"Y\n\x0bRoutingSlip\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12)\n\x05steps\x18\x02 \x03(\x0b\x32\x1a.studioline.v1.PlannedStep\x12\x10\n\x08position\x18\x03 \x01(\r\"H\n\nStepTiming\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x0e\n\x06worker\x18\x04 \x01(\t\"\x8d\x02\n\nStepReport\x12\x0c\n\x04step\x18\x01 \x01(\t\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x07quality\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cquality_note\x18\x04 \x01(\t\x12\x14\n\x0cneeds_review\x18\x05 \x01(\x08\x12\x10\n\x08warnings\x18\x06 \x03(\t\x12\x39\n\x08refusals\x18\x07 \x03(\x0b\x32\'.studioline.v1.StepReport.RefusalsEntry\x1a/\n\rRefusalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_quality\"\xb8\x01\n\x0e\x43lassification\x12\x12\n\nimage_type\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x39\n\x06scores\x18\x03 \x03(\x0b\x32).studioline.v1.Classification.ScoresEntry\x12\x14\n\x0cneeds_review\x18\x04 \x01(\x08\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcf\x04\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\'\n\x06source\x18\x03 \x01(\x0b\x32\x17.studioline.v1.ImageRef\x12%\n\x06recipe\x18\x04 \x01(\x0b\x32\x15.studioline.v1.Recipe\x12(\n\x04slip\x18\x05 \x01(\x0b\x32\x1a.studioline.v1.RoutingSlip\x12*\n\tartifacts\x18\x06 \x03(\x0b\x32\x17.studioline.v1.Artifact\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0e\x63lassification\x18\n \x01(\x0b\x32\x1d.studioline.v1.Classification\x12*\n\x07timings\x18\x0b \x03(\x0b\x32\x19.studioline.v1.StepTiming\x12;\n\nattributes\x18\x0c \x03(\x0b\x32\'.studioline.v1.JobEvent.AttributesEntry\x12*\n\x07reports\x18\x0e \x03(\x0b\x32\x19.studioline.v1.StepReport\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\r\x10\x0eR\x07quality\"\xea\x01\n\nDeadLetter\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.studioline.v1.JobEvent\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\t\x12\x14\n\x0csource_topic\x18\x06 \x01(\t\x12\x11\n\tpartition\x18\x07 \x01(\x05\x12\x0e\n\x06offset\x18\x08 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12-\n\tfailed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECIPE_STEPPARAMSENTRY']._loaded_options = None
   _globals['_RECIPE_STEPPARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_STEPREPORT_REFUSALSENTRY']._loaded_options = None
+  _globals['_STEPREPORT_REFUSALSENTRY']._serialized_options = b'8\001'
   _globals['_CLASSIFICATION_SCORESENTRY']._loaded_options = None
   _globals['_CLASSIFICATION_SCORESENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_ATTRIBUTESENTRY']._loaded_options = None
@@ -48,21 +50,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECIPE_STEPPARAMSENTRY']._serialized_start=437
   _globals['_RECIPE_STEPPARAMSENTRY']._serialized_end=511
   _globals['_PLANNEDSTEP']._serialized_start=513
-  _globals['_PLANNEDSTEP']._serialized_end=581
-  _globals['_ROUTINGSLIP']._serialized_start=583
-  _globals['_ROUTINGSLIP']._serialized_end=672
-  _globals['_STEPTIMING']._serialized_start=674
-  _globals['_STEPTIMING']._serialized_end=746
-  _globals['_STEPQUALITY']._serialized_start=748
-  _globals['_STEPQUALITY']._serialized_end=804
-  _globals['_CLASSIFICATION']._serialized_start=807
-  _globals['_CLASSIFICATION']._serialized_end=991
-  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_start=946
-  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_end=991
-  _globals['_JOBEVENT']._serialized_start=994
-  _globals['_JOBEVENT']._serialized_end=1571
-  _globals['_JOBEVENT_ATTRIBUTESENTRY']._serialized_start=1522
-  _globals['_JOBEVENT_ATTRIBUTESENTRY']._serialized_end=1571
-  _globals['_DEADLETTER']._serialized_start=1574
-  _globals['_DEADLETTER']._serialized_end=1808
+  _globals['_PLANNEDSTEP']._serialized_end=575
+  _globals['_ROUTINGSLIP']._serialized_start=577
+  _globals['_ROUTINGSLIP']._serialized_end=666
+  _globals['_STEPTIMING']._serialized_start=668
+  _globals['_STEPTIMING']._serialized_end=740
+  _globals['_STEPREPORT']._serialized_start=743
+  _globals['_STEPREPORT']._serialized_end=1012
+  _globals['_STEPREPORT_REFUSALSENTRY']._serialized_start=953
+  _globals['_STEPREPORT_REFUSALSENTRY']._serialized_end=1000
+  _globals['_CLASSIFICATION']._serialized_start=1015
+  _globals['_CLASSIFICATION']._serialized_end=1199
+  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_start=1154
+  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_end=1199
+  _globals['_JOBEVENT']._serialized_start=1202
+  _globals['_JOBEVENT']._serialized_end=1793
+  _globals['_JOBEVENT_ATTRIBUTESENTRY']._serialized_start=1729
+  _globals['_JOBEVENT_ATTRIBUTESENTRY']._serialized_end=1778
+  _globals['_DEADLETTER']._serialized_start=1796
+  _globals['_DEADLETTER']._serialized_end=2030
 # @@protoc_insertion_point(module_scope)

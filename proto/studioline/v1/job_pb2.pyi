@@ -56,12 +56,12 @@ class Recipe(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[str]] = ..., step_params: _Optional[_Mapping[str, _struct_pb2.Struct]] = ..., chain: _Optional[str] = ...) -> None: ...
 
 class PlannedStep(_message.Message):
-    __slots__ = ("step", "params")
+    __slots__ = ("step", "params_json")
     STEP_FIELD_NUMBER: _ClassVar[int]
-    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     step: str
-    params: _struct_pb2.Struct
-    def __init__(self, step: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    params_json: str
+    def __init__(self, step: _Optional[str] = ..., params_json: _Optional[str] = ...) -> None: ...
 
 class RoutingSlip(_message.Message):
     __slots__ = ("chain", "steps", "position")
@@ -85,15 +85,30 @@ class StepTiming(_message.Message):
     worker: str
     def __init__(self, step: _Optional[str] = ..., ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., worker: _Optional[str] = ...) -> None: ...
 
-class StepQuality(_message.Message):
-    __slots__ = ("step", "score", "note")
+class StepReport(_message.Message):
+    __slots__ = ("step", "info", "quality", "quality_note", "needs_review", "warnings", "refusals")
+    class RefusalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     STEP_FIELD_NUMBER: _ClassVar[int]
-    SCORE_FIELD_NUMBER: _ClassVar[int]
-    NOTE_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_NOTE_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_REVIEW_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
     step: str
-    score: float
-    note: str
-    def __init__(self, step: _Optional[str] = ..., score: _Optional[float] = ..., note: _Optional[str] = ...) -> None: ...
+    info: _struct_pb2.Struct
+    quality: float
+    quality_note: str
+    needs_review: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    refusals: _containers.ScalarMap[str, str]
+    def __init__(self, step: _Optional[str] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., quality: _Optional[float] = ..., quality_note: _Optional[str] = ..., needs_review: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., refusals: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Classification(_message.Message):
     __slots__ = ("image_type", "confidence", "scores", "needs_review")
@@ -115,7 +130,7 @@ class Classification(_message.Message):
     def __init__(self, image_type: _Optional[str] = ..., confidence: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ..., needs_review: _Optional[bool] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "tenant", "source", "recipe", "slip", "artifacts", "attempt", "created_at", "updated_at", "classification", "timings", "attributes", "quality")
+    __slots__ = ("job_id", "tenant", "source", "recipe", "slip", "artifacts", "attempt", "created_at", "updated_at", "classification", "timings", "attributes", "reports")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -135,7 +150,7 @@ class JobEvent(_message.Message):
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
-    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant: str
     source: ImageRef
@@ -148,8 +163,8 @@ class JobEvent(_message.Message):
     classification: Classification
     timings: _containers.RepeatedCompositeFieldContainer[StepTiming]
     attributes: _containers.ScalarMap[str, str]
-    quality: _containers.RepeatedCompositeFieldContainer[StepQuality]
-    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., source: _Optional[_Union[ImageRef, _Mapping]] = ..., recipe: _Optional[_Union[Recipe, _Mapping]] = ..., slip: _Optional[_Union[RoutingSlip, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., quality: _Optional[_Iterable[_Union[StepQuality, _Mapping]]] = ...) -> None: ...
+    reports: _containers.RepeatedCompositeFieldContainer[StepReport]
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., source: _Optional[_Union[ImageRef, _Mapping]] = ..., recipe: _Optional[_Union[Recipe, _Mapping]] = ..., slip: _Optional[_Union[RoutingSlip, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., reports: _Optional[_Iterable[_Union[StepReport, _Mapping]]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("job", "raw", "reason", "error_code", "step", "source_topic", "partition", "offset", "attempt", "failed_at")

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from studioline.v1 import job_pb2 as studioline_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19studioline/v1/steps.proto\x12\rstudioline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17studioline/v1/job.proto\"N\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12&\n\x03ref\x18\x02 \x01(\x0b\x32\x17.studioline.v1.ImageRefH\x00\x42\x08\n\x06source\"\xf9\x01\n\x0bStepRequest\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.studioline.v1.ImageInput\x12\x36\n\x06inputs\x18\x02 \x03(\x0b\x32&.studioline.v1.StepRequest.InputsEntry\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\routput_bucket\x18\x04 \x01(\t\x1aH\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.studioline.v1.ImageInput:\x02\x38\x01\"\xbb\x01\n\x0bOutputImage\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12&\n\x03ref\x18\x04 \x01(\x0b\x32\x17.studioline.v1.ImageRefH\x00\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\rB\x08\n\x06result\"k\n\tStepReply\x12+\n\x07outputs\x18\x01 \x03(\x0b\x32\x1a.studioline.v1.OutputImage\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\n\n\x02ms\x18\x03 \x01(\x01\"|\n\rClassifyReply\x12\x35\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1d.studioline.v1.Classification\x12(\n\x04slip\x18\x02 \x01(\x0b\x32\x1a.studioline.v1.RoutingSlip\x12\n\n\x02ms\x18\x03 \x01(\x01\x32R\n\nClassifier\x12\x44\n\x08\x43lassify\x12\x1a.studioline.v1.StepRequest\x1a\x1c.studioline.v1.ClassifyReply2L\n\tSegmenter\x12?\n\x07Segment\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2H\n\x07Matting\x12=\n\x05Matte\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2L\n\tInpainter\x12?\n\x07Inpaint\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2G\n\x07\x43ropper\x12<\n\x04\x43rop\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2S\n\x10\x43\x61talogGenerator\x12?\n\x07\x43ompose\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19studioline/v1/steps.proto\x12\rstudioline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17studioline/v1/job.proto\"N\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12&\n\x03ref\x18\x02 \x01(\x0b\x32\x17.studioline.v1.ImageRefH\x00\x42\x08\n\x06source\"\xf9\x01\n\x0bStepRequest\x12(\n\x05image\x18\x01 \x01(\x0b\x32\x19.studioline.v1.ImageInput\x12\x36\n\x06inputs\x18\x02 \x03(\x0b\x32&.studioline.v1.StepRequest.InputsEntry\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\routput_bucket\x18\x04 \x01(\t\x1aH\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.studioline.v1.ImageInput:\x02\x38\x01\"\xbb\x01\n\x0bOutputImage\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12&\n\x03ref\x18\x04 \x01(\x0b\x32\x17.studioline.v1.ImageRefH\x00\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\rB\x08\n\x06result\"{\n\tStepReply\x12+\n\x07outputs\x18\x01 \x03(\x0b\x32\x1a.studioline.v1.OutputImage\x12\n\n\x02ms\x18\x03 \x01(\x01\x12)\n\x06report\x18\x04 \x01(\x0b\x32\x19.studioline.v1.StepReportJ\x04\x08\x02\x10\x03R\x04info\"\xa7\x01\n\rClassifyReply\x12\x35\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1d.studioline.v1.Classification\x12(\n\x04slip\x18\x02 \x01(\x0b\x32\x1a.studioline.v1.RoutingSlip\x12\n\n\x02ms\x18\x03 \x01(\x01\x12)\n\x06report\x18\x04 \x01(\x0b\x32\x19.studioline.v1.StepReport2R\n\nClassifier\x12\x44\n\x08\x43lassify\x12\x1a.studioline.v1.StepRequest\x1a\x1c.studioline.v1.ClassifyReply2L\n\tSegmenter\x12?\n\x07Segment\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2H\n\x07Matting\x12=\n\x05Matte\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2L\n\tInpainter\x12?\n\x07Inpaint\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2G\n\x07\x43ropper\x12<\n\x04\x43rop\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReply2S\n\x10\x43\x61talogGenerator\x12?\n\x07\x43ompose\x12\x1a.studioline.v1.StepRequest\x1a\x18.studioline.v1.StepReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,19 +44,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTPUTIMAGE']._serialized_start=432
   _globals['_OUTPUTIMAGE']._serialized_end=619
   _globals['_STEPREPLY']._serialized_start=621
-  _globals['_STEPREPLY']._serialized_end=728
-  _globals['_CLASSIFYREPLY']._serialized_start=730
-  _globals['_CLASSIFYREPLY']._serialized_end=854
-  _globals['_CLASSIFIER']._serialized_start=856
-  _globals['_CLASSIFIER']._serialized_end=938
-  _globals['_SEGMENTER']._serialized_start=940
-  _globals['_SEGMENTER']._serialized_end=1016
-  _globals['_MATTING']._serialized_start=1018
-  _globals['_MATTING']._serialized_end=1090
-  _globals['_INPAINTER']._serialized_start=1092
-  _globals['_INPAINTER']._serialized_end=1168
-  _globals['_CROPPER']._serialized_start=1170
-  _globals['_CROPPER']._serialized_end=1241
-  _globals['_CATALOGGENERATOR']._serialized_start=1243
-  _globals['_CATALOGGENERATOR']._serialized_end=1326
+  _globals['_STEPREPLY']._serialized_end=744
+  _globals['_CLASSIFYREPLY']._serialized_start=747
+  _globals['_CLASSIFYREPLY']._serialized_end=914
+  _globals['_CLASSIFIER']._serialized_start=916
+  _globals['_CLASSIFIER']._serialized_end=998
+  _globals['_SEGMENTER']._serialized_start=1000
+  _globals['_SEGMENTER']._serialized_end=1076
+  _globals['_MATTING']._serialized_start=1078
+  _globals['_MATTING']._serialized_end=1150
+  _globals['_INPAINTER']._serialized_start=1152
+  _globals['_INPAINTER']._serialized_end=1228
+  _globals['_CROPPER']._serialized_start=1230
+  _globals['_CROPPER']._serialized_end=1301
+  _globals['_CATALOGGENERATOR']._serialized_start=1303
+  _globals['_CATALOGGENERATOR']._serialized_end=1386
 # @@protoc_insertion_point(module_scope)

@@ -54,21 +54,23 @@ class OutputImage(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., data: _Optional[bytes] = ..., ref: _Optional[_Union[_job_pb2.ImageRef, _Mapping]] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class StepReply(_message.Message):
-    __slots__ = ("outputs", "info", "ms")
+    __slots__ = ("outputs", "ms", "report")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    INFO_FIELD_NUMBER: _ClassVar[int]
     MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedCompositeFieldContainer[OutputImage]
-    info: _struct_pb2.Struct
     ms: float
-    def __init__(self, outputs: _Optional[_Iterable[_Union[OutputImage, _Mapping]]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ms: _Optional[float] = ...) -> None: ...
+    report: _job_pb2.StepReport
+    def __init__(self, outputs: _Optional[_Iterable[_Union[OutputImage, _Mapping]]] = ..., ms: _Optional[float] = ..., report: _Optional[_Union[_job_pb2.StepReport, _Mapping]] = ...) -> None: ...
 
 class ClassifyReply(_message.Message):
-    __slots__ = ("classification", "slip", "ms")
+    __slots__ = ("classification", "slip", "ms", "report")
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     SLIP_FIELD_NUMBER: _ClassVar[int]
     MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     classification: _job_pb2.Classification
     slip: _job_pb2.RoutingSlip
     ms: float
-    def __init__(self, classification: _Optional[_Union[_job_pb2.Classification, _Mapping]] = ..., slip: _Optional[_Union[_job_pb2.RoutingSlip, _Mapping]] = ..., ms: _Optional[float] = ...) -> None: ...
+    report: _job_pb2.StepReport
+    def __init__(self, classification: _Optional[_Union[_job_pb2.Classification, _Mapping]] = ..., slip: _Optional[_Union[_job_pb2.RoutingSlip, _Mapping]] = ..., ms: _Optional[float] = ..., report: _Optional[_Union[_job_pb2.StepReport, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,17 @@
+"""The segmenter's declaration: a photo in, its foreground mask out."""
+
+from studioline.services.segmenter.params import SegmenterParams
+from studioline.shared.spec import ArtifactKind, StepSpec
+
+MASK = ArtifactKind("mask", pixels="mask")
+
+SPEC = StepSpec(
+    name="segmenter",
+    params=SegmenterParams,
+    implementation="studioline.services.segmenter.step:SegmenterStep",
+    rpc="Segmenter",
+    method="Segment",
+    produces=(MASK,),
+    models=("u2netp", "u2net", "isnet"),
+    commands="studioline.services.segmenter.cli:add_commands",
+)
