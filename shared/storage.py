@@ -68,6 +68,15 @@ class Storage:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _translate(exc, f"checking s3://{bucket}/{key}") from exc
 
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key under `prefix`; none for a bucket that does not exist."""
+        try:
+            if not self.client.bucket_exists(bucket):
+                return []
+            return [o.object_name for o in self.client.list_objects(bucket, prefix=prefix or None, recursive=True)]
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"listing s3://{bucket}/{prefix}") from exc
+
     def download_file(self, bucket: str, key: str, path: Path) -> None:
         try:
             self.client.fget_object(bucket, key, str(path))

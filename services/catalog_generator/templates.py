@@ -91,8 +91,4 @@ def load(storage: Storage, bucket: str, template_id: str) -> Template:
 
 def list_ids(storage: Storage, bucket: str) -> list[str]:
     """Ids of the templates in the bucket."""
-    # Storage has no listing call (yet): this is the one place that uses its minio client directly.
-    if not storage.client.bucket_exists(bucket):
-        return []
-    objects = storage.client.list_objects(bucket, recursive=True)
-    return sorted(o.object_name.split("/", 1)[0] for o in objects if o.object_name.endswith("/template.json"))
+    return sorted(key.split("/", 1)[0] for key in storage.list_keys(bucket) if key.endswith("/template.json"))

@@ -60,7 +60,7 @@ def service(s3, viton):
         templates.save(storage, settings.s3.templates_bucket, template_id, prepare_template(photo, pose))
     assert templates.list_ids(storage, settings.s3.templates_bucket) == ["model-a", "model-b"]
     step = steps.spec("catalog-generator").step_class()(settings, ModelStore(settings.models.dir, storage))
-    server, _, port = build_grpc_server("catalog-generator", StepRunner(step), settings, storage, None, 0)
+    server, _, port = build_grpc_server(StepRunner(step), settings, storage, None, 0)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield step_call(channel, "catalog-generator")
