@@ -141,9 +141,13 @@ def fit_mask(mask: np.ndarray, shape: tuple[int, int], step: str, kind: str = "m
 
 def each(fn: Callable[[Any], Any], items: list) -> list:
     """fn over items; an item whose call raises gets its exception as its result, so one bad
-    image never fails the others of its batch (the caller reports it per item)."""
+    image never fails the others of its batch (the caller reports it per item). An item that
+    is already an exception (it failed an earlier pass) is passed on as it is."""
     results = []
     for item in items:
+        if isinstance(item, Exception):
+            results.append(item)
+            continue
         try:
             results.append(fn(item))
         except Exception as exc:  # reported per item by the caller

@@ -17,7 +17,7 @@ from studioline.services.classifier import ops
 from studioline.services.classifier.params import ClassifierParams
 from studioline.services.classifier.spec import SPEC
 from studioline.shared.models.mobilenet import FEATURE_DIM, to_rgb
-from studioline.shared.step import BatchedStep, Route, StepInput, StepOutput
+from studioline.shared.step import BatchedStep, Route, StepInput, StepOutput, each
 
 IMAGE_TYPES = (
     "product_on_white",
@@ -93,19 +93,12 @@ class ClassifierStep(BatchedStep):
 
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
         """One backbone call for the whole batch; an item that fails alone fails alone."""
-        results: list[StepOutput | Exception | None] = [None] * len(items)
-        good: list[int] = []
-        images: list[np.ndarray] = []
-        for i, item in enumerate(items):
-            try:
-                images.append(to_rgb(item.image))
-                good.append(i)
-            except Exception as exc:  # reported per item by the caller
-                results[i] = exc
+        results: list = each(to_rgb, [item.image for item in items])
+        good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
         if not good:
             return results
         try:
-            x, cues = describe(self.backbone, images)
+            x, cues = describe(self.backbone, [results[i] for i in good])
         except Exception as exc:  # the batch's one model call failed: every item in it did
             for i in good:
                 results[i] = exc

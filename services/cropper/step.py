@@ -14,7 +14,7 @@ from studioline.services.cropper.spec import SPEC
 from studioline.shared.errors import MissingInput, PermanentError
 from studioline.shared.imageops import hex_to_rgb
 from studioline.shared.models.saliency import spectral_residual_saliency
-from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
+from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput, each
 
 SALIENCY_MODEL = "vit_s_focus"
 
@@ -27,6 +27,7 @@ class _Job:
     mode: str  # "product" or "saliency", resolved from "auto"
     pad_colour: tuple[int, int, int]
     warning: str = ""  # set when the asked-for mode could not be honoured
+    saliency: np.ndarray | None = None  # the model's map, when the crop follows it
 
 
 def _prepare(item: StepInput) -> _Job:
@@ -73,26 +74,15 @@ class CropperStep(BatchedStep):
 
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
         """One saliency-model call for every item of the batch that needs it."""
-        results: list[StepOutput | Exception | None] = [None] * len(items)
-        jobs: dict[int, _Job] = {}
-        for i, item in enumerate(items):
-            try:
-                jobs[i] = _prepare(item)
-            except Exception as exc:  # reported per item by the caller
-                results[i] = exc
-        need_model = [i for i, j in jobs.items() if j.mode == "saliency" and j.params.saliency == "model"]
-        maps = {}
+        jobs: list[_Job | Exception] = each(_prepare, items)
+        need_model = [j for j in jobs if isinstance(j, _Job) and j.mode == "saliency" and j.params.saliency == "model"]
         if need_model:
-            maps = dict(zip(need_model, self.saliency_model.predict([jobs[i].rgb for i in need_model])))
-        for i, job in jobs.items():
-            try:
-                results[i] = self._crop(job, maps.get(i))
-            except Exception as exc:  # reported per item by the caller
-                results[i] = exc
-        return results
+            for job, saliency in zip(need_model, self.saliency_model.predict([j.rgb for j in need_model])):
+                job.saliency = saliency
+        return each(self._crop, jobs)
 
-    def _crop(self, job: _Job, saliency: np.ndarray | None) -> StepOutput:
-        p = job.params
+    def _crop(self, job: _Job) -> StepOutput:
+        p, saliency = job.params, job.saliency
         images, boxes, kept = [], {}, {}
         if job.mode == "saliency":
             if saliency is None:

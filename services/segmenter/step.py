@@ -23,7 +23,7 @@ from studioline.shared.models.base import Model
 from studioline.shared.models.isnet import ISNet
 from studioline.shared.models.registry import model_class
 from studioline.shared.models.u2net import U2Net, U2Netp
-from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput
+from studioline.shared.step import BatchedStep, OutputImage, StepInput, StepOutput, each
 
 DEFAULT_MODEL = U2Netp.name
 MODELS = (U2Netp.name, U2Net.name, ISNet.name)
@@ -83,12 +83,7 @@ class SegmenterStep(BatchedStep):
     def run_batch(self, items: list[StepInput]) -> list[StepOutput | Exception]:
         """Plans every item, runs each model once over the items that need it, escalates the
         items whose mask scores low to the stronger model (again one run per model), then finishes."""
-        plans: list[_Plan | Exception] = []
-        for item in items:
-            try:
-                plans.append(self._plan(item))
-            except Exception as exc:  # reported per item by the caller
-                plans.append(exc)
+        plans: list[_Plan | Exception] = each(self._plan, items)
         self._run_models(plans)
         for plan in plans:
             if isinstance(plan, _Plan):
@@ -97,13 +92,7 @@ class SegmenterStep(BatchedStep):
         for plan in plans:
             if isinstance(plan, _Plan) and "quality" not in plan.info:  # the escalated ones
                 self._assess(plan)
-        return [p if isinstance(p, Exception) else self._finish_one(p) for p in plans]
-
-    def _finish_one(self, plan: _Plan) -> StepOutput | Exception:
-        try:
-            return self._finish(plan)
-        except Exception as exc:  # reported per item by the caller
-            return exc
+        return each(self._finish, plans)
 
     def _run_models(self, plans: list[_Plan | Exception]) -> None:
         for name in MODELS:
