@@ -10,8 +10,9 @@ summed into one figure beside them.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
-from google.protobuf.json_format import MessageToDict
 
 from studioline.services.classifier import ops
 from studioline.services.classifier.params import ClassifierParams
@@ -51,7 +52,7 @@ def explain_image(step: ClassifierStep, router, image: np.ndarray, recipe: job_p
         "needs_review": decision.needs_review,
         "confidence_threshold": router.confidence_threshold,
         "chain": decision.chain,
-        "steps": [{"step": s.step, "params": MessageToDict(s.params)} for s in slip.steps],
+        "steps": [{"step": s.step, "params": json.loads(s.params_json)} for s in slip.steps],
         "logit": {
             "total": float(terms.sum() + head.bias[chosen]),
             "bias": float(head.bias[chosen]),

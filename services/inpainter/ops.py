@@ -36,7 +36,8 @@ def backdrop(image: np.ndarray, width: int = 2) -> tuple[np.ndarray, float]:
     how much they vary (per side, the 90th percentile of the largest channel deviation from
     it; the median over the four sides, so an object or a strip on one side does not count)."""
     sides = [side.astype(np.float32) for side in border_sides(image, width)]
-    # The median of the four sides pooled (corner blocks twice): the spread is measured per side.
+    # The median of the four sides pooled, so the corner blocks count twice (unlike
+    # imageops.backdrop_colour): the detections were tuned with it.
     colour = np.median(np.concatenate(sides), axis=0)
     spread = float(np.median([np.percentile(np.abs(side - colour).max(axis=1), 90) for side in sides]))
     return colour, spread

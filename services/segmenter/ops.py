@@ -283,9 +283,7 @@ def mask_quality(prob: np.ndarray, *, threshold: float, work_side: int = 320) ->
     return score, "" if score >= 0.9 else f"{1 - score:.2f} of the mask is uncertain"
 
 
-def refine_with_backdrop(
-    image: np.ndarray, prob: np.ndarray, *, holes: bool, network_side: int = 320
-) -> np.ndarray:
+def refine_with_backdrop(image: np.ndarray, prob: np.ndarray, *, holes: bool, network_side: int = 320) -> np.ndarray:
     """A network's mask with its outline redrawn from the colour of a plain backdrop.
 
     The network finds the object (the topology: which regions are person or product) but, at

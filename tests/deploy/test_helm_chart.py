@@ -6,6 +6,7 @@ running) is not exercised here."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 
 from studioline.shared import steps
 from studioline.shared.config import Settings
+from studioline.shared.models.registry import registered_models
 from studioline.shared.routing import Router
 
 try:
@@ -99,6 +101,8 @@ def test_values_pass_schema_and_match_the_routing_table(chart):
         spec = steps.spec(service)
         assert (values.get("extraTopics") == ["ingest"]) == spec.routes, service
         assert set(values.get("models", [])) <= set(spec.models), service
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(schema["definitions"]["service"]["properties"]["models"]["items"]["enum"]) == set(registered_models())
 
 
 @pytest.mark.parametrize(

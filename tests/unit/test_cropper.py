@@ -143,6 +143,16 @@ def test_product_step_pads_with_border_colour_and_keeps_the_product(step):
     assert np.all(wide.pixels[:, :5] == (240, 238, 236))  # padding, beyond the photo's left edge
 
 
+def test_product_step_pads_with_a_given_colour(step):
+    img = np.full((400, 300, 3), (240, 238, 236), np.uint8)
+    mask = np.zeros((400, 300), np.uint8)
+    mask[20:380, 40:260] = 255
+    out = run(step, img, {"mask": mask}, aspects=["16:9"], pad_colour="#336699")
+    assert out.info["pad_colour"] == "#336699"
+    assert np.all(out.images[0].pixels[:, :5] == (0x33, 0x66, 0x99))
+    assert CropperStep.spec.parse_params({"pad_colour": "#abcdef"}).pad_colour == "#ABCDEF"
+
+
 def test_auto_uses_the_alpha_of_a_cutout(step):
     rgba = np.zeros((300, 500, 4), np.uint8)
     rgba[100:200, 350:450] = (200, 40, 40, 255)
