@@ -104,10 +104,13 @@ class Step(ABC):
         """Releases models."""
 
     def load_model(self, name: str):
-        """Creates and loads the registered model `name` on the configured device and threads."""
+        """Creates and loads the registered model `name` on the configured device and threads;
+        only a model the step's spec declares (the chart and the image ship those)."""
         from studioline.shared.config import ModelSettings
         from studioline.shared.models.registry import open_model
 
+        if name not in self.spec.models:
+            raise ValueError(f"{self.name} loads {name!r}, which its spec does not declare ({', '.join(self.spec.models)})")
         cfg = self.settings.models if self.settings is not None else ModelSettings()
         return open_model(name, self.models, device=cfg.device, threads=cfg.intra_op_threads)
 

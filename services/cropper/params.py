@@ -21,8 +21,8 @@ class CropperParams(StepParams):
     mode: Literal["auto", "saliency", "product"] = "auto"
     # Product crops: free space on every side, as a fraction of the crop's side.
     margin: float = Field(0.08, ge=0.0, le=0.4)
-    # Product crops: colour of the parts of the window outside the image; "auto" takes the
-    # median colour of the image border outside the mask.
+    # Product crops: colour ("#RRGGBB") of the parts of the window outside the image; "auto"
+    # takes the median colour of the image border outside the mask.
     pad_colour: Literal["auto"] | HexColour = "auto"
     # Saliency crops: the window may shrink to this fraction of the largest that fits (1 keeps
     # it as large as fits and only chooses its position) ...

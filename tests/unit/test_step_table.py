@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from studioline.shared import steps
+from studioline.shared.models.registry import registered_models
 from studioline.v1 import steps_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,7 @@ def test_each_spec_names_its_code_and_its_rpc(name):
     assert spec.reply_class().DESCRIPTOR.name in ("StepReply", "ClassifyReply")
     for kind in spec.inputs:
         assert kind in steps.artifact_kinds()
+    assert set(spec.models) <= set(registered_models())
 
 
 def test_the_table_the_proto_and_the_folders_agree():
@@ -58,6 +60,7 @@ def test_the_routing_process_imports_the_specs_not_the_other_steps_code():
     code = """
 import sys
 from studioline.shared import steps
+from studioline.shared.models.registry import registered_models
 from studioline.shared.config import Settings
 from studioline.shared.routing import Router
 from studioline.shared.service import build_grpc_server
