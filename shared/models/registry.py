@@ -7,10 +7,9 @@ imported before.
 
 from __future__ import annotations
 
-import importlib
-
 from studioline.shared.models.base import Model
 from studioline.shared.models.store import ModelStore
+from studioline.shared.spec import load_attr
 
 # name -> "module:Class"; the class's `name` is the same string (tests/unit/test_model_packs.py).
 MODELS: dict[str, str] = {
@@ -32,8 +31,7 @@ def model_class(name: str) -> type[Model]:
         target = MODELS[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(registered_models())}") from None
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_attr(target)
 
 
 def open_model(name: str, store: ModelStore, *, device: str = "auto", threads: int = 2) -> Model:
