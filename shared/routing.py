@@ -43,6 +43,8 @@ class Router:
         self.table = table
         self.confidence_threshold = confidence_threshold
         self.fallback_chain = fallback_chain
+        # Each chain step's table parameters, validated once at start-up, as the model's JSON.
+        self._planned_json: dict[tuple[str, int], str] = {}
         self._validate()
 
     @classmethod
@@ -82,9 +84,10 @@ class Router:
                         f"steps are {', '.join(chain_steps)}"
                     )
                 try:
-                    chain_steps[planned.step].parse_params(planned.params)
+                    params = chain_steps[planned.step].parse_params(planned.params)
                 except InvalidParams as exc:
                     raise ConfigError(f"chain {name!r} step {i + 1}: {exc}") from exc
+                self._planned_json[name, i] = params.model_dump_json()
 
     @property
     def known_outputs(self) -> set[str]:
@@ -110,22 +113,24 @@ class Router:
                 f"recipe asks for unknown output(s) {', '.join(sorted(unknown))}; "
                 f"outputs are {', '.join(sorted(self.known_outputs))}"
             )
-        kept: list[_PlannedStepSpec] = []
+        kept: list[int] = []
         needed: set[str] = set()
-        for planned in reversed(self.table.chains[chain]):
-            spec = steps.spec(planned.step)
+        chain_steps = self.table.chains[chain]
+        for i in reversed(range(len(chain_steps))):
+            spec = steps.spec(chain_steps[i].step)
             produces = set(spec.produced_kinds)
             if not wanted or produces & wanted or produces & needed:
-                kept.append(planned)
+                kept.append(i)
                 # Every later step reads the working image (a cleaned photo) when there is one.
                 needed |= set(spec.inputs) | steps.working_kinds()
-        kept.reverse()
         slip = job_pb2.RoutingSlip(chain=chain, position=0)
-        for planned in kept:
-            raw = dict(planned.params)
+        for i in reversed(kept):
+            planned = chain_steps[i]
+            params_json = self._planned_json[chain, i]
             if planned.step in recipe.step_params:
-                raw.update(struct_params(recipe.step_params[planned.step]))
-            # Validated once, here (a bad recipe fails at ingest); the step gets the model's JSON.
-            params = steps.spec(planned.step).parse_params(raw)
-            slip.steps.add(step=planned.step, params_json=params.model_dump_json())
+                # The recipe's values over the table's, validated once, here: a bad recipe fails
+                # at ingest, and the step receives the model's own JSON.
+                raw = {**planned.params, **struct_params(recipe.step_params[planned.step])}
+                params_json = steps.spec(planned.step).parse_params(raw).model_dump_json()
+            slip.steps.add(step=planned.step, params_json=params_json)
         return slip

@@ -20,12 +20,6 @@ Box = tuple[int, int, int, int]
 SEARCH_SIDE = 256
 
 
-def parse_aspect(text: str) -> float:
-    """"4:5" -> 0.8 (width over height)."""
-    w, h = text.split(":")
-    return int(w) / int(h)
-
-
 def largest_window(width: int, height: int, aspect: float) -> tuple[int, int]:
     """(w, h) of the largest window of the given aspect ratio that fits in the image."""
     if width / height >= aspect:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, PlainSerializer, PlainValidator, field_validator
 
 from studioline.shared.imageops import HexColour
 from studioline.shared.step import StepParams
@@ -13,9 +13,39 @@ from studioline.shared.step import StepParams
 _ASPECT = re.compile(r"^\s*([1-9]\d{0,3})\s*:\s*([1-9]\d{0,3})\s*$")
 
 
+class Aspect(NamedTuple):
+    """An aspect ratio W:H, parsed once when the parameters are validated."""
+
+    w: int
+    h: int
+
+    @property
+    def ratio(self) -> float:
+        return self.w / self.h
+
+    def __str__(self) -> str:
+        return f"{self.w}:{self.h}"
+
+
+def parse_aspect(value) -> Aspect:
+    """"4 : 5" -> Aspect(4, 5); the parameters' JSON writes it back as "4:5"."""
+    if isinstance(value, Aspect):
+        return value
+    m = _ASPECT.match(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"aspect {value!r} is not 'W:H' with positive integers (e.g. '4:5')")
+    aspect = Aspect(int(m[1]), int(m[2]))
+    if not 0.1 <= aspect.ratio <= 10:  # beyond that a padded product crop gets absurdly large
+        raise ValueError(f"aspect {value!r} is more extreme than 1:10 or 10:1")
+    return aspect
+
+
+AspectRatio = Annotated[Aspect, PlainValidator(parse_aspect), PlainSerializer(str, return_type=str)]
+
+
 class CropperParams(StepParams):
     # Aspect ratios "W:H", one crop each (e.g. ["1:1", "4:5", "16:9"]).
-    aspects: list[str] = Field(default_factory=lambda: ["1:1"], min_length=1, max_length=8)
+    aspects: list[AspectRatio] = Field(default_factory=lambda: [Aspect(1, 1)], min_length=1, max_length=8)
     # product: around the mask's bounding box; saliency: where the saliency map is;
     # auto: product when the job carries a mask (or the image has an alpha channel), else saliency.
     mode: Literal["auto", "saliency", "product"] = "auto"
@@ -39,16 +69,7 @@ class CropperParams(StepParams):
 
     @field_validator("aspects")
     @classmethod
-    def _aspects(cls, v: list[str]) -> list[str]:
-        out = []
-        for a in v:
-            m = _ASPECT.match(a)
-            if not m:
-                raise ValueError(f"aspect {a!r} is not 'W:H' with positive integers (e.g. '4:5')")
-            w, h = int(m[1]), int(m[2])
-            if not 0.1 <= w / h <= 10:  # beyond that a padded product crop gets absurdly large
-                raise ValueError(f"aspect {a!r} is more extreme than 1:10 or 10:1")
-            out.append(f"{w}:{h}")
-        if len(set(out)) != len(out):
+    def _aspects(cls, v: list[Aspect]) -> list[Aspect]:
+        if len(set(v)) != len(v):
             raise ValueError("aspects must not repeat")
-        return out
+        return v

@@ -89,12 +89,12 @@ class CropperStep(BatchedStep):
                 saliency = spectral_residual_saliency(job.rgb)
             search = ops.saliency_mass(saliency, p.centre_prior)
             plain = ops.saliency_mass(saliency, 0.0)
-        for aspect_text in p.aspects:
-            aspect = ops.parse_aspect(aspect_text)
+        for aspect in p.aspects:
+            aspect_text = str(aspect)
             if job.mode == "product":
-                box = ops.product_window(job.mask, aspect, p.margin)
+                box = ops.product_window(job.mask, aspect.ratio, p.margin)
             else:
-                box = ops.best_window(search, aspect, p.min_scale, p.keep)
+                box = ops.best_window(search, aspect.ratio, p.min_scale, p.keep)
                 kept[aspect_text] = round(ops.covered_fraction(plain, box), 4)
             crop = ops.fit_max_side(ops.crop_padded(job.rgb, box, job.pad_colour), p.max_side)
             boxes[aspect_text] = [int(v) for v in box]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from studioline.services.cropper import ops
-from studioline.services.cropper.params import CropperParams
+from studioline.services.cropper.params import CropperParams, parse_aspect
 from studioline.services.cropper.step import CropperStep
 from studioline.shared.config import PROJECT_ROOT, Settings
 from studioline.shared.errors import InvalidParams, MissingInput
@@ -86,7 +86,7 @@ def test_best_window_shrinks_to_min_scale_around_small_object():
 @pytest.mark.parametrize("aspect", ["1:1", "4:5", "3:4", "16:9", "9:16", "2:3"])
 @pytest.mark.parametrize("size", [(768, 1024), (1000, 667), (333, 1500)])
 def test_windows_have_the_exact_aspect(aspect, size):
-    a = ops.parse_aspect(aspect)
+    a = parse_aspect(aspect).ratio
     h, w = size
     sal = blob_map(h, w, w * 0.3, h * 0.6, 30)
     for box in (ops.best_window(sal, a, P.min_scale, P.keep), ops.best_window(sal, a, 0.6, P.keep)):
@@ -107,7 +107,7 @@ def test_windows_have_the_exact_aspect(aspect, size):
 def test_product_window_holds_the_whole_mask_with_margin(aspect, margin):
     mask = np.zeros((800, 600), np.uint8)
     mask[100:700, 380:590] = 255  # tall product near the right edge
-    a = ops.parse_aspect(aspect)
+    a = parse_aspect(aspect).ratio
     x, y, w, h = ops.product_window(mask, a, margin)
     bx, by, bw, bh = 380, 100, 210, 600
     assert x <= bx - margin * w + 1 and bx + bw <= x + w - margin * w + 1
@@ -185,8 +185,12 @@ def test_bad_params_are_rejected(params):
 
 
 def test_defaults_and_normalised_aspects():
-    assert CropperStep.spec.parse_params({}).aspects == ["1:1"]
-    assert CropperStep.spec.parse_params({"aspects": [" 4 : 5 ", "16:9"]}).aspects == ["4:5", "16:9"]
+    assert CropperStep.spec.parse_params({}).aspects == [(1, 1)]
+    params = CropperStep.spec.parse_params({"aspects": [" 4 : 5 ", "16:9"]})
+    assert params.aspects == [(4, 5), (16, 9)] and params.aspects[0].ratio == 0.8
+    # Written back as the "W:H" the routing table uses, and read back to the same model.
+    assert params.model_dump(mode="json")["aspects"] == ["4:5", "16:9"]
+    assert CropperStep.spec.load_params(params.model_dump_json()) == params
 
 
 def test_product_mode_needs_a_mask_and_falls_back_to_saliency_on_an_empty_one(step):
