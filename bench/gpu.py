@@ -121,13 +121,13 @@ def grpc_throughput(runner, settings, jpegs: list[bytes], model: str, n: int, cl
 
     from studioline.shared.client import step_call
     from studioline.shared.runtime import dict_to_struct
-    from studioline.shared.service import build_grpc_server, set_serving
+    from studioline.shared.grpc_server import GrpcServer
     from studioline.v1 import steps_pb2
 
-    server, health, port = build_grpc_server(runner, settings, None, None, 0)
+    server = GrpcServer(runner, settings, None, None, 0)
     server.start()
-    set_serving(health, runner.step.spec, True)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)])
+    server.set_serving(True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.max_receive_message_length", 64 << 20)])
     segment = step_call(channel, runner.step.spec.name)
     requests = [steps_pb2.StepRequest(image=steps_pb2.ImageInput(data=j), params=dict_to_struct({"model": model}))
                 for j in jpegs]

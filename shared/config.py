@@ -38,6 +38,11 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     request_timeout_ms: int = Field(30_000, ge=1000)
+    # The largest record the line produces or reads: the producers' max_request_size, the
+    # consumers' max_partition_fetch_bytes and the topics' max.message.bytes (`studioline init`).
+    # Match the brokers' message.max.bytes (Kafka's default, 1 MiB); a job whose next event or
+    # dead letter would exceed it keeps its bulk in S3 instead (worker.py).
+    max_message_bytes: int = Field(1_048_576, ge=65_536)
     # Authentication and encryption; the credentials usually come from a Secret via the environment.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"

@@ -1,13 +1,27 @@
 """Error taxonomy: decides between dead-lettering at once, retrying, and gRPC status codes."""
 
+# A reason travels in a dead letter (bounded by kafka.max_message_bytes) and in gRPC status
+# details (bounded by the peer's metadata limit, 8 KiB by default): never longer than this.
+MESSAGE_MAX_CHARS = 1024
+
+
+def bounded(text: str, limit: int = MESSAGE_MAX_CHARS) -> str:
+    """`text` cut to at most `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 48, 0)  # room for the note below
+    return f"{text[:keep]}... [{len(text) - keep} more characters cut]"
+
 
 class StudiolineError(Exception):
-    """Base of the project's errors. `code` is a short machine-readable reason."""
+    """Base of the project's errors. `code` is a short machine-readable reason; the message is
+    bounded (`bounded`), since it may quote an arbitrarily large input."""
 
     code = "error"
+    max_chars: int | None = MESSAGE_MAX_CHARS
 
     def __init__(self, message: str, code: str | None = None):
-        super().__init__(message)
+        super().__init__(bounded(message, self.max_chars) if self.max_chars else message)
         if code:
             self.code = code
 
@@ -50,9 +64,18 @@ class ConfigError(StudiolineError):
     """Configuration or routing table that does not validate at start-up."""
 
     code = "config"
+    max_chars = None  # read by an operator at start-up, it travels nowhere: every bad field counts
 
 
 class ModelMissing(StudiolineError):
     """A model file is not in the model store; the message names the command that installs it."""
 
     code = "model_missing"
+
+
+def as_permanent(exc: BaseException, what: str, code: str) -> StudiolineError:
+    """`exc` if it is one of ours, else a PermanentError naming `what` failed and how: a bug in
+    parsing or validating one input must dead-letter that input, not crash-loop the worker."""
+    if isinstance(exc, StudiolineError):
+        return exc
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}", code)

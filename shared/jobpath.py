@@ -16,7 +16,7 @@ import numpy as np
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
-from studioline.shared.errors import InvalidEvent, MissingInput, PermanentError
+from studioline.shared.errors import InvalidEvent, InvalidParams, MissingInput, PermanentError
 from studioline.shared.imageio import decode_image, decode_mask, sha256_hex
 from studioline.shared.spec import StepSpec
 from studioline.shared.step import StepInput, StepOutput, StepParams
@@ -45,7 +45,10 @@ class Prepared:
 def struct_params(struct: Struct) -> dict:
     """A Struct (a recipe's or a gRPC request's parameters) as plain values, with whole numbers
     as ints: a Struct keeps every number as a double, and [800, 1000] must stay integers."""
-    return _whole_numbers(MessageToDict(struct))
+    try:
+        return _whole_numbers(MessageToDict(struct))
+    except ValueError as exc:  # NaN or Infinity: no parameter takes them
+        raise InvalidParams(f"parameters hold a number that is NaN or infinite ({exc})") from exc
 
 
 def _whole_numbers(value):

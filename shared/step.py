@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 
 class StepParams(BaseModel):
-    """Base of every step's parameters: unknown names are errors, not silently ignored."""
+    """Base of every step's parameters: unknown names are errors, not silently ignored; NaN and
+    infinities are never a valid number."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from studioline.shared.errors import StudiolineError
 from studioline.shared.models.pose import BlazePose
 from studioline.shared.models.store import ModelStore
 from studioline.shared.runtime import StepRunner
-from studioline.shared.service import build_grpc_server
+from studioline.shared.grpc_server import GrpcServer
 from studioline.shared import steps
 from studioline.shared.storage import Storage
 from studioline.v1 import steps_pb2
@@ -60,9 +60,9 @@ def service(s3, viton):
         templates.save(storage, settings.s3.templates_bucket, template_id, prepare_template(photo, pose))
     assert templates.list_ids(storage, settings.s3.templates_bucket) == ["model-a", "model-b"]
     step = steps.spec("catalog-generator").step_class()(settings, ModelStore(settings.models.dir, storage))
-    server, _, port = build_grpc_server(StepRunner(step), settings, storage, None, 0)
+    server = GrpcServer(StepRunner(step), settings, storage, None, 0)
     server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     yield step_call(channel, "catalog-generator")
     channel.close()
     server.stop(0)

@@ -18,7 +18,7 @@ from studioline.shared.config import LimitSettings, Settings
 from studioline.shared.models.store import ModelStore
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner
-from studioline.shared.service import build_grpc_server, set_serving
+from studioline.shared.grpc_server import GrpcServer
 from studioline.shared.storage import Storage
 from studioline.v1 import steps_pb2
 from tests.helpers import decode
@@ -30,9 +30,9 @@ class Server:
         self.spec = steps.spec(service)
         step = self.spec.step_class()(settings, ModelStore(settings.models.dir, storage))
         router = Router.from_settings(settings) if self.spec.routes else None
-        self.server, self.health, port = build_grpc_server(StepRunner(step), settings, storage, router, 0)
+        self.server = GrpcServer(StepRunner(step), settings, storage, router, 0)
         self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
         self.step, self.service = step, service
         self.call = step_call(self.channel, service)
 
@@ -43,7 +43,7 @@ class Server:
     def warm(self):
         self.step.load()
         self.step.warmup()
-        set_serving(self.health, self.spec, True)
+        self.server.set_serving(True)
 
     def close(self):
         self.channel.close()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from studioline.shared import jobpath, steps
 from studioline.shared.config import LimitSettings, Settings
-from studioline.shared.errors import MissingInput, PermanentError
+from studioline.shared.errors import InvalidParams, MissingInput, PermanentError
 from studioline.shared.routing import Router
 from studioline.shared.step import OutputImage, Route, StepOutput
 from studioline.v1 import job_pb2
@@ -78,6 +78,11 @@ def test_struct_params_keep_whole_numbers_as_ints():
     struct = Struct()
     struct.update({"sizes": [[800, 1000]], "fill": 0.9, "nested": {"n": 3.0}})
     assert jobpath.struct_params(struct) == {"sizes": [[800, 1000]], "fill": 0.9, "nested": {"n": 3}}
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        struct = Struct()
+        struct.update({"margin": [bad]})
+        with pytest.raises(InvalidParams, match="NaN or infinite"):
+            jobpath.struct_params(struct)
 
 
 def test_a_routing_step_plans_the_slip_and_reports_reach_the_job():

@@ -63,7 +63,7 @@ from studioline.shared import steps
 from studioline.shared.models.registry import registered_models
 from studioline.shared.config import Settings
 from studioline.shared.routing import Router
-from studioline.shared.service import build_grpc_server
+from studioline.shared.service import serve
 from studioline.shared.worker import KafkaWorker
 routing = steps.routing_spec()
 routing.step_class()

@@ -1,0 +1,70 @@
+"""A step's gRPC server: the step's calls run on a thread pool, health and reflection answer on
+the server's own event loop, so a probe is answered at once however busy the pool is.
+
+grpc.aio runs the step's (synchronous) handler in `migration_thread_pool` and the asyncio
+health and reflection servicers on its loop, which runs in a thread of its own here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from studioline.shared.runtime import StepRunner
+from studioline.shared.servicer import StepServicer
+
+
+class GrpcServer:
+    def __init__(self, runner: StepRunner, settings, storage, router, port: int):
+        """Binds the step's service, health (NOT_SERVING until told) and reflection on `port`
+        (0: any free port, see `.port`); call start()."""
+        self.spec = runner.step.spec
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
+        self._thread.start()
+        servicer = StepServicer(runner, settings, storage, router)
+        self.port = self._run(self._build(servicer, settings, port))
+
+    async def _build(self, servicer: StepServicer, settings, port: int) -> int:
+        limit = settings.limits.inline_max_bytes * 2 + (1 << 20)  # an image plus its mask, inline
+        self._server = grpc.aio.server(
+            migration_thread_pool=futures.ThreadPoolExecutor(
+                max_workers=settings.service.grpc_workers, thread_name_prefix="grpc-step"
+            ),
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        )
+        self._server.add_generic_rpc_handlers((servicer.handler(),))
+        self._health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection(
+            (self.spec.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        return self._server.add_insecure_port(f"[::]:{port}")
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _set(self, status) -> None:
+        for name in ("", self.spec.grpc_service):
+            await self._health.set(name, status)
+
+    def start(self) -> None:
+        self._run(self._server.start())
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self._run(self._set(status))
+
+    def stop(self, grace_s: float | None) -> None:
+        """Stops taking calls, lets in-flight ones finish within `grace_s`, ends the loop."""
+        self._run(self._server.stop(grace_s))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
