@@ -74,6 +74,24 @@ class KafkaSettings(BaseModel):
         return self.topic(f"step.{service}")
 
 
+class IngestLimits(BaseModel):
+    """What one new job may carry (checked on the ingest topic, before it starts): its event
+    grows at every step, so it must start far below kafka.max_message_bytes."""
+
+    # The whole new job event as protobuf (recipe, attributes, ids, caller-supplied artifacts).
+    max_event_bytes: int = Field(256 * 1024, ge=1024)
+    # The recipe as protobuf, every step's parameters included; one step's parameters.
+    max_recipe_bytes: int = Field(64 * 1024, ge=256)
+    max_step_params_bytes: int = Field(16 * 1024, ge=64)
+    # Caller attributes: how many, and their keys and values together (UTF-8 bytes).
+    max_attributes: int = Field(64, ge=0)
+    max_attributes_bytes: int = Field(16 * 1024, ge=0)
+    # job_id and tenant (the tenant starts every artifact key; S3 keys end at 1,024 bytes).
+    max_id_chars: int = Field(256, ge=16)
+    # Nesting of a JSON event and of parameter values.
+    max_depth: int = Field(32, ge=4)
+
+
 class S3Settings(BaseModel):
     endpoint: str = "localhost:9000"
     access_key: str = "minioadmin"
@@ -149,6 +167,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STUDIOLINE_", env_nested_delimiter="__", extra="forbid")
 
     kafka: KafkaSettings = KafkaSettings()
+    ingest: IngestLimits = IngestLimits()
     s3: S3Settings = S3Settings()
     limits: LimitSettings = LimitSettings()
     retry: RetrySettings = RetrySettings()

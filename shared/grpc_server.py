@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from studioline.shared.runtime import StepRunner
-from studioline.shared.servicer import StepServicer
+from studioline.shared.servicer import StepServicer, message_limit
 
 
 class GrpcServer:
@@ -32,7 +32,7 @@ class GrpcServer:
         self.port = self._run(self._build(servicer, settings, port))
 
     async def _build(self, servicer: StepServicer, settings, port: int) -> int:
-        limit = settings.limits.inline_max_bytes * 2 + (1 << 20)  # an image plus its mask, inline
+        limit = message_limit(settings.limits)
         self._server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(
                 max_workers=settings.service.grpc_workers, thread_name_prefix="grpc-step"

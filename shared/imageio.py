@@ -21,6 +21,9 @@ from studioline.shared.errors import ImageRejected
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "MPO"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Encoded bytes per pixel to expect at most, by (format, channels): about 1.5x the largest of 12
+# C2 photos (1-4 MP) as written by encode_image (PNG mask 0.25, RGB 1.08, RGBA 1.44; JPEG 0.32).
+ENCODED_BYTES_PER_PIXEL = {("png", 1): 0.4, ("png", 3): 1.6, ("png", 4): 2.2, ("jpeg", 3): 0.5, ("webp", 3): 0.5}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
 from studioline.shared.errors import InvalidEvent, InvalidParams, MissingInput, PermanentError
-from studioline.shared.imageio import decode_image, decode_mask, sha256_hex
+from studioline.shared.imageio import ENCODED_BYTES_PER_PIXEL, decode_image, decode_mask, sha256_hex
 from studioline.shared.spec import StepSpec
 from studioline.shared.step import StepInput, StepOutput, StepParams
 from studioline.shared.steps import artifact_kinds, working_kinds
@@ -179,6 +179,16 @@ def check_output(spec: StepSpec, output: StepOutput) -> None:
             raise PermanentError(
                 f"{spec.name} wrote a {img.format} {img.kind!r}, which its spec does not declare", "step_failed"
             )
+
+
+def reply_bytes(spec: StepSpec, params: StepParams, width: int, height: int) -> int:
+    """About how many bytes at most the step's encoded outputs take for this image."""
+    if not spec.produces:
+        return 0
+    kind = spec.produces[0]
+    fmt = getattr(params, "format", kind.formats[0])
+    channels = {"mask": 1, "rgb": 3, "rgba": 4}[kind.pixels]
+    return int(params.output_pixels(width, height) * ENCODED_BYTES_PER_PIXEL[fmt, channels])
 
 
 def report_message(spec: StepSpec, output: StepOutput) -> job_pb2.StepReport:

@@ -26,6 +26,11 @@ from studioline.v1 import job_pb2, steps_pb2
 log = logging.getLogger(__name__)
 
 
+def message_limit(limits) -> int:
+    """The largest gRPC message either way: an image plus its mask inline, and some room."""
+    return limits.inline_max_bytes * 2 + (1 << 20)
+
+
 class StepServicer:
     def __init__(self, runner: StepRunner, settings, storage, router=None):
         self.runner = runner
@@ -68,6 +73,15 @@ class StepServicer:
         image = jobpath.Blob(self._read(request.image, "image"))
         inputs = {kind: jobpath.Blob(self._read(img, kind), kind) for kind, img in request.inputs.items()}
         prepared = jobpath.prepare(self.spec, params, image, inputs, self.settings.limits)
+        if not request.output_bucket:  # found out now, not after the work
+            h, w = prepared.item.image.shape[:2]
+            expected, limit = jobpath.reply_bytes(self.spec, params, w, h), message_limit(self.settings.limits)
+            if expected > limit:
+                raise PermanentError(
+                    f"the reply would take about {expected / 1e6:.0f} MB, over the {limit / 1e6:.0f} MB one reply may "
+                    "carry: set output_bucket to get the outputs as S3 references",
+                    "reply_too_large",
+                )
         (result,), _ = self.runner.run([prepared.item], source="grpc")
         if isinstance(result, Exception):
             raise result

@@ -28,6 +28,12 @@ class StepParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    def output_pixels(self, width: int, height: int) -> int:
+        """At most how many pixels the step writes, all outputs together, for a width x height
+        image with these parameters (bounds a reply before the work is done). A step that
+        writes more than one image of the input's size overrides it."""
+        return width * height
+
 
 @dataclass
 class StepInput:

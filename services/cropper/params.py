@@ -67,6 +67,11 @@ class CropperParams(StepParams):
     # Downscale each crop so its longer side is at most this (None keeps the crop's pixels).
     max_side: int | None = Field(None, ge=16, le=16384)
 
+    def output_pixels(self, width: int, height: int) -> int:
+        # One crop per aspect, each at most the image (or max_side squared).
+        per_crop = width * height if self.max_side is None else min(width * height, self.max_side**2)
+        return len(self.aspects) * per_crop
+
     @field_validator("aspects")
     @classmethod
     def _aspects(cls, v: list[Aspect]) -> list[Aspect]:

@@ -188,6 +188,10 @@ def test_references_in_and_out(servers, settings, photo):
         ("segmenter", lambda p: steps_pb2.StepRequest(image=steps_pb2.ImageInput(ref={"bucket": "grpc-in", "key": "missing.jpg"})), "NoSuchKey"),
         ("matting", lambda p: _request(p, mask=_png(np.zeros((10, 10), np.uint8))), "must match"),
         ("catalog-generator", lambda p: _request(p, cutout=_png(np.zeros((256, 192, 4), np.uint8))), ""),
+        # Eight crops of a flat 2400 px square would not fit one reply: refused before any work.
+        ("cropper", lambda p: _request(_png(np.full((2400, 2400, 3), 200, np.uint8)),
+                                       {"aspects": ["1:1", "4:5", "5:4", "3:4", "4:3", "2:3", "3:2", "16:9"]}),
+         "reply_too_large"),
     ],
 )
 def test_bad_requests_are_invalid_argument_with_a_reason(servers, photo, service, make_request, fragment):
