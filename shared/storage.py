@@ -8,6 +8,7 @@ from pathlib import Path
 import urllib3
 from minio import Minio
 from minio.error import S3Error
+from minio.helpers import check_bucket_name, check_object_name
 
 from studioline.shared.config import S3Settings
 from studioline.shared.errors import PermanentError, TransientError
@@ -20,6 +21,17 @@ def _translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, S3Error) and exc.code in _PERMANENT_S3_CODES:
         return PermanentError(f"{what}: {exc.code} ({exc.message})", "source_missing" if exc.code == "NoSuchKey" else "storage_denied")
     return TransientError(f"{what}: {exc}")
+
+
+def check_names(bucket: str, key: str | None = None) -> None:
+    """S3's naming rules, checked before any request: a name a sender wrote that S3 cannot
+    hold (`..`, `a/b`, capitals, a `..` key segment) is a permanent error naming it."""
+    try:
+        check_bucket_name(bucket)
+        if key is not None:
+            check_object_name(key)
+    except ValueError as exc:
+        raise PermanentError(f"invalid S3 name {bucket!r}/{key!r}: {exc}", "invalid_ref") from exc
 
 
 class Storage:
@@ -41,6 +53,7 @@ class Storage:
         )
 
     def get(self, bucket: str, key: str) -> bytes:
+        check_names(bucket, key)
         try:
             resp = self.client.get_object(bucket, key)
             try:
@@ -52,12 +65,14 @@ class Storage:
             raise _translate(exc, f"reading s3://{bucket}/{key}") from exc
 
     def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        check_names(bucket, key)
         try:
             self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
             raise _translate(exc, f"writing s3://{bucket}/{key}") from exc
 
     def exists(self, bucket: str, key: str) -> bool:
+        check_names(bucket, key)
         try:
             self.client.stat_object(bucket, key)
             return True

@@ -8,6 +8,9 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.struct_pb2 import Struct
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
@@ -187,6 +190,9 @@ def test_references_in_and_out(servers, settings, photo):
         ("segmenter", lambda p: _request(b"\xff" * (3 * 1024 * 1024)), "inline limit"),
         ("segmenter", lambda p: steps_pb2.StepRequest(image=steps_pb2.ImageInput(ref={"bucket": "grpc-in", "key": "missing.jpg"})), "NoSuchKey"),
         ("matting", lambda p: _request(p, mask=_png(np.zeros((10, 10), np.uint8))), "must match"),
+        ("segmenter", lambda p: steps_pb2.StepRequest(image=steps_pb2.ImageInput(ref={"bucket": "a/b", "key": "x.jpg"})), "invalid_ref"),
+        ("segmenter", lambda p: steps_pb2.StepRequest(image=steps_pb2.ImageInput(ref={"bucket": "grpc-in", "key": "../x.jpg"})), "invalid_ref"),
+        ("segmenter", lambda p: _request(p, {"threshold": float("nan")}), "NaN"),
         ("catalog-generator", lambda p: _request(p, cutout=_png(np.zeros((256, 192, 4), np.uint8))), ""),
         # Eight crops of a flat 2400 px square would not fit one reply: refused before any work.
         ("cropper", lambda p: _request(_png(np.full((2400, 2400, 3), 200, np.uint8)),
@@ -199,3 +205,57 @@ def test_bad_requests_are_invalid_argument_with_a_reason(servers, photo, service
         servers[service].call(make_request(photo))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in err.value.details()
+
+
+# ---- fuzzing: whatever a caller sends, the answer is a status that names the problem --------
+
+_ANSWERS = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_small_png = _png(np.full((48, 64, 3), 180, np.uint8))
+_images = st.sampled_from([_small_png, _small_png[:60], b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, b"GIF89a"]) | st.binary(
+    max_size=200
+)
+
+
+def _fuzz_request(draw_params, image, inputs, bucket):
+    struct = Struct()
+    struct.update(draw_params)
+    req = steps_pb2.StepRequest(image=steps_pb2.ImageInput(data=image), params=struct, output_bucket=bucket)
+    for kind, blob in inputs.items():
+        req.inputs[kind].data = blob
+    return req
+
+
+@pytest.mark.parametrize("service", steps.names())
+def test_fuzzed_requests_never_get_internal_or_unknown(servers, service):
+    spec = steps.spec(service)
+    names = list(spec.params.model_fields) + ["no_such_param"]
+    answers: dict[str, int] = {}
+
+    @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(
+        params=st.dictionaries(st.sampled_from(names) | st.text(max_size=6), _json, max_size=4),
+        image=_images,
+        inputs=st.dictionaries(st.sampled_from(["mask", "cutout", "fill_mask", "nonsense"]), _images, max_size=2),
+        bucket=st.sampled_from(["", "", "grpc-out", "..", "a/b", "UPPER"]),
+    )
+    def one(params, image, inputs, bucket):
+        try:
+            request = _fuzz_request(params, image, inputs, bucket)
+        except ValueError:  # the Struct itself refuses (e.g. an int past 2**64): nothing to send
+            return
+        try:
+            servers[service].call(request, timeout=60)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            code = err.code()
+            assert len(err.details()) <= 2048, "status details must stay small"
+        answers[code.name] = answers.get(code.name, 0) + 1
+        assert code in _ANSWERS, (code, params, image[:20], list(inputs), bucket)
+
+    one()
+    assert sum(answers.values()) > 0
