@@ -17,7 +17,7 @@ import time
 import grpc
 
 from studioline.shared import jobpath
-from studioline.shared.errors import ModelMissing, PermanentError, TransientError
+from studioline.shared.errors import ModelMissing, PermanentError, TransientError, bounded
 from studioline.shared.metrics import IMAGES
 from studioline.shared.runtime import StepRunner, dict_to_struct, encode_outputs, store_outputs
 from studioline.shared.step import StepOutput
@@ -131,4 +131,4 @@ class StepServicer:
         if isinstance(exc, TransientError):
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         log.exception("step failed on a gRPC request")
-        context.abort(grpc.StatusCode.INTERNAL, f"{self.spec.name} failed: {type(exc).__name__}: {exc}")
+        context.abort(grpc.StatusCode.INTERNAL, bounded(f"{self.spec.name} failed: {type(exc).__name__}: {exc}"))
