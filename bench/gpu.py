@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     best_bs = max(raw, key=raw.get)
     model.close()
 
-    service_settings = Settings(batching={"max_batch_size": best_bs, "max_queue_delay_ms": 5 if on_gpu else 0})
+    service_settings = Settings(batching={"max_batch_size": best_bs, "max_queue_delay_ms": 5 if on_gpu else 0},
+                                grpc={"insecure": True, "bind_address": "127.0.0.1"})
     step = steps.spec("segmenter").step_class()(service_settings, store)
     step.load()
     step.warmup()

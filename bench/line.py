@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             "STUDIOLINE_S3__ENDPOINT": s3.endpoint,
             "STUDIOLINE_S3__ACCESS_KEY": s3.access_key,
             "STUDIOLINE_S3__SECRET_KEY": s3.secret_key,
+            "STUDIOLINE_GRPC__INSECURE": "true",
+            "STUDIOLINE_GRPC__BIND_ADDRESS": "127.0.0.1",
             "STUDIOLINE_KAFKA__MAX_POLL_INTERVAL_MS": "120000",
             "STUDIOLINE_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "STUDIOLINE_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",

@@ -76,7 +76,8 @@ def measure(service: str, n: int, every: int, n_photos: int, max_seconds: float,
     from studioline.shared.launcher import ServiceProcesses
 
     requests = requests_for(service, n_photos)
-    env = {"STUDIOLINE_SERVICE__KAFKA": "false", "STUDIOLINE_LOG_LEVEL": "WARNING"}
+    env = {"STUDIOLINE_SERVICE__KAFKA": "false", "STUDIOLINE_LOG_LEVEL": "WARNING",
+           "STUDIOLINE_GRPC__INSECURE": "true", "STUDIOLINE_GRPC__BIND_ADDRESS": "127.0.0.1"}
     with ServiceProcesses(env, log_dir, services=(service,)) as procs:
         procs.wait_until_serving(timeout_s=600)
         proc, port = procs.procs[service]

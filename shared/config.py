@@ -113,6 +113,14 @@ class LimitSettings(BaseModel):
     max_side: int = Field(16_384, ge=16)
     # gRPC requests may carry image bytes inline up to this size; larger ones pass a MinIO reference.
     inline_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Memory budget (shared/memory.py): decoded images and the working copies a step makes of
+    # them (its spec's memory_factor) must fit in memory_fraction of the container's memory
+    # limit: cgroup v2 memory.max where set, else memory_limit_bytes (the chart's default limit).
+    # The rest is headroom for the runtime and the models. Over it: ImageRejected over_budget;
+    # requests that fit wait up to memory_wait_s for the budget others hold.
+    memory_limit_bytes: int = Field(2 * 1024**3, ge=64 * 1024**2)
+    memory_fraction: float = Field(0.5, gt=0, le=1)
+    memory_wait_s: float = Field(30.0, ge=0)
 
 
 class RetrySettings(BaseModel):
@@ -130,11 +138,60 @@ class RoutingSettings(BaseModel):
 class ServiceSettings(BaseModel):
     grpc_port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9100, ge=0, le=65535)
+    # Loopback unless the deployment opens it (the chart does, behind a NetworkPolicy).
+    metrics_address: str = "127.0.0.1"
     # Set to false to serve only gRPC (no Kafka consumer), e.g. for an interactive-only replica.
     kafka: bool = True
     grpc: bool = True
     grpc_workers: int = Field(4, ge=1)
     shutdown_grace_s: float = Field(20.0, ge=0)
+
+
+class TlsSettings(BaseModel):
+    """Server TLS for gRPC (PEM files, usually mounted from a Secret); a client CA turns on
+    mutual TLS: callers must present a certificate it signed."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+
+
+class GrpcSettings(BaseModel):
+    """Who may call a step over gRPC, and on which address."""
+
+    # Plain text, and without a tokens file no authentication: only when asked for, for the
+    # loopback demo and tests (bind 127.0.0.1 then). Otherwise the server needs TLS files.
+    insecure: bool = False
+    bind_address: str = "[::]"
+    tls: TlsSettings = TlsSettings()
+    # API tokens: a YAML list of {tenant, sha256 of the token, expires?} (a mounted Secret),
+    # re-read when the file changes, so tokens rotate without a restart.
+    tokens_file: Path | None = None
+    tokens_reload_s: float = Field(5.0, gt=0)
+    # Server reflection (grpcurl's service listing) is off unless asked for.
+    reflection: bool = False
+
+    def check_serving(self) -> None:
+        """A server starts secure unless told otherwise (checked when it starts, not by every
+        command that reads the config)."""
+        if self.insecure:
+            return
+        if not (self.tls.cert_file and self.tls.key_file):
+            raise ConfigError(
+                "gRPC needs TLS: set grpc.tls.cert_file and grpc.tls.key_file (STUDIOLINE_GRPC__TLS__CERT_FILE, "
+                "..._KEY_FILE), or grpc.insecure=true for plain text on loopback"
+            )
+        if self.tokens_file is None:
+            raise ConfigError("gRPC over TLS needs grpc.tokens_file: every call is authenticated by its tenant's token")
+
+
+class TenantSettings(BaseModel):
+    """What one tenant may touch."""
+
+    # Where its sources may be read: "bucket" (all of it) or "bucket/prefix/".
+    sources: list[str] = Field(default_factory=list, max_length=64)
+    # Where its outputs are written (default: s3.artifacts_bucket), always under its own prefix.
+    output_bucket: str = ""
 
 
 class BatchingSettings(BaseModel):
@@ -175,6 +232,9 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     batching: BatchingSettings = BatchingSettings()
     models: ModelSettings = ModelSettings()
+    grpc: GrpcSettings = GrpcSettings()
+    # Tenants by name; empty: one tenant, `tenant`, that reads the incoming bucket.
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict, max_length=10_000)
     tenant: str = "default"
     log_level: str = "INFO"
     log_json: bool = True

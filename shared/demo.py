@@ -92,6 +92,9 @@ def _infrastructure(out: Path) -> Iterator[dict[str, str]]:
         env.setdefault("STUDIOLINE_KAFKA__SESSION_TIMEOUT_MS", "3000")
         env.setdefault("STUDIOLINE_KAFKA__HEARTBEAT_INTERVAL_MS", "500")
         env.setdefault("STUDIOLINE_KAFKA__MAX_BATCH", "4")
+        # The demo's services talk on loopback only: plain-text gRPC, said so, bound to 127.0.0.1.
+        env.setdefault("STUDIOLINE_GRPC__INSECURE", "true")
+        env.setdefault("STUDIOLINE_GRPC__BIND_ADDRESS", "127.0.0.1")
         yield env
 
 

@@ -54,6 +54,19 @@ class MissingInput(PermanentError):
     code = "missing_input"
 
 
+class Forbidden(PermanentError):
+    """A tenant asked for something outside what it may read or write (gRPC PERMISSION_DENIED).
+    Its message never tells whether the object exists."""
+
+    code = "forbidden"
+
+
+class Unauthenticated(StudiolineError):
+    """A call without a valid token (gRPC UNAUTHENTICATED)."""
+
+    code = "unauthenticated"
+
+
 class TransientError(StudiolineError):
     """Worth retrying with backoff: storage or broker hiccups."""
 
@@ -73,9 +86,8 @@ class ModelMissing(StudiolineError):
     code = "model_missing"
 
 
-def as_permanent(exc: BaseException, what: str, code: str) -> StudiolineError:
-    """`exc` if it is one of ours, else a PermanentError naming `what` failed and how: a bug in
-    parsing or validating one input must dead-letter that input, not crash-loop the worker."""
-    if isinstance(exc, StudiolineError):
-        return exc
+def as_permanent(exc: BaseException, what: str, code: str) -> PermanentError:
+    """An exception that is not one of ours, as a PermanentError naming what failed and how: a
+    bug met by one input (in a parser, a validator, a step) dead-letters that input; it must not
+    crash-loop the worker."""
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}", code)

@@ -16,14 +16,28 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from studioline.shared.auth import AuthInterceptor, TokenStore
+from studioline.shared.errors import ConfigError
 from studioline.shared.runtime import StepRunner
 from studioline.shared.servicer import StepServicer, message_limit
 
 
+def server_credentials(tls) -> grpc.ServerCredentials:
+    """TLS from the PEM files; with a client CA, clients must present a certificate it signed."""
+    try:
+        key, cert = tls.key_file.read_bytes(), tls.cert_file.read_bytes()
+        client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    except OSError as exc:
+        raise ConfigError(f"gRPC TLS: {exc.filename}: {exc.strerror}") from exc
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 class GrpcServer:
     def __init__(self, runner: StepRunner, settings, storage, router, port: int):
-        """Binds the step's service, health (NOT_SERVING until told) and reflection on `port`
-        (0: any free port, see `.port`); call start()."""
+        """Binds the step's service, health (NOT_SERVING until told) and, where enabled,
+        reflection on `port` (0: any free port, see `.port`) of grpc.bind_address: TLS with
+        tokens unless grpc.insecure says otherwise. Call start()."""
+        settings.grpc.check_serving()
         self.spec = runner.step.spec
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
@@ -33,20 +47,27 @@ class GrpcServer:
 
     async def _build(self, servicer: StepServicer, settings, port: int) -> int:
         limit = message_limit(settings.limits)
+        g = settings.grpc
+        store = TokenStore(g.tokens_file, g.tokens_reload_s) if g.tokens_file else None
         self._server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(
                 max_workers=settings.service.grpc_workers, thread_name_prefix="grpc-step"
             ),
+            interceptors=[AuthInterceptor(store, settings.tenant)],
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         )
         self._server.add_generic_rpc_handlers((servicer.handler(),))
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
-        reflection.enable_server_reflection(
-            (self.spec.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
-        return self._server.add_insecure_port(f"[::]:{port}")
+        if g.reflection:
+            reflection.enable_server_reflection(
+                (self.spec.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            )
+        address = f"{g.bind_address}:{port}"
+        if g.insecure:
+            return self._server.add_insecure_port(address)
+        return self._server.add_secure_port(address, server_credentials(g.tls))
 
     def _run(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

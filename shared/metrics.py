@@ -21,6 +21,6 @@ QUEUE_SECONDS = Histogram(
 READY = Gauge("studioline_ready", "1 when the model is loaded and warm", ["step"])
 
 
-def start_metrics_server(port: int) -> None:
+def start_metrics_server(port: int, address: str) -> None:
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=address)

@@ -42,7 +42,7 @@ def serve(service: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    start_metrics_server(settings.service.metrics_port)
+    start_metrics_server(settings.service.metrics_port, settings.service.metrics_address)
     server = None
     if settings.service.grpc:
         server = GrpcServer(runner, settings, storage, router, settings.service.grpc_port)

@@ -17,10 +17,12 @@ import time
 import grpc
 
 from studioline.shared import jobpath
-from studioline.shared.errors import ModelMissing, PermanentError, TransientError, bounded
+from studioline.shared.auth import CALLER
+from studioline.shared.errors import Forbidden, ModelMissing, PermanentError, TransientError, bounded
 from studioline.shared.metrics import IMAGES
 from studioline.shared.runtime import StepRunner, dict_to_struct, encode_outputs, store_outputs
 from studioline.shared.step import StepOutput
+from studioline.shared.tenants import Tenant, Tenants
 from studioline.v1 import job_pb2, steps_pb2
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class StepServicer:
         self.spec = runner.step.spec
         self.settings = settings
         self.storage = storage
+        self.tenants = Tenants(settings)
         self.router = router  # routing steps: plans the reply's slip
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -49,7 +52,7 @@ class StepServicer:
         )
         return grpc.method_handlers_generic_handler(self.spec.grpc_service, {self.spec.method: method})
 
-    def _read(self, image: steps_pb2.ImageInput, what: str) -> bytes:
+    def _read(self, image: steps_pb2.ImageInput, what: str, tenant: Tenant) -> bytes:
         which = image.WhichOneof("source")
         if which == "data":
             if len(image.data) > self.settings.limits.inline_max_bytes:
@@ -64,14 +67,18 @@ class StepServicer:
                 raise PermanentError(f"{what}: S3 references need storage, which this server lacks", "no_storage")
             if not image.ref.bucket or not image.ref.key:
                 raise PermanentError(f"{what}: reference needs bucket and key", "invalid_ref")
+            self.tenants.check_read(tenant, image.ref.bucket, image.ref.key, what)
             return self.storage.get(image.ref.bucket, image.ref.key)
         raise PermanentError(f"{what}: no image given (set data or ref)", "no_image")
 
     def execute(self, request: steps_pb2.StepRequest) -> tuple[StepOutput, jobpath.Prepared]:
         """Runs the step on the request's image and inputs."""
+        tenant = self.tenants.get(CALLER.get())
+        if request.output_bucket:  # before any work
+            self.tenants.check_write(tenant, request.output_bucket)
         params = self.spec.parse_params(jobpath.struct_params(request.params))
-        image = jobpath.Blob(self._read(request.image, "image"))
-        inputs = {kind: jobpath.Blob(self._read(img, kind), kind) for kind, img in request.inputs.items()}
+        image = jobpath.Blob(self._read(request.image, "image", tenant))
+        inputs = {kind: jobpath.Blob(self._read(img, kind, tenant), kind) for kind, img in request.inputs.items()}
         prepared = jobpath.prepare(self.spec, params, image, inputs, self.settings.limits)
         if not request.output_bucket:  # found out now, not after the work
             h, w = prepared.item.image.shape[:2]
@@ -112,7 +119,7 @@ class StepServicer:
         if request.output_bucket:
             basis = prepared.key_basis
             arts = store_outputs(
-                self.storage, request.output_bucket, "grpc", basis["inputs"][0], self.spec.name, basis, encoded
+                self.storage, request.output_bucket, CALLER.get(), basis["inputs"][0], self.spec.name, basis, encoded
             )
             for art, out in zip(arts, encoded):
                 reply.outputs.add(kind=out.kind, params=art.params, ref=art.ref, content_type=out.content_type,
@@ -124,6 +131,8 @@ class StepServicer:
         return reply
 
     def _abort(self, context, exc: Exception):
+        if isinstance(exc, Forbidden):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{exc.code}: {exc}")
         if isinstance(exc, PermanentError):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.code}: {exc}")
         if isinstance(exc, ModelMissing):

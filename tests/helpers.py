@@ -60,6 +60,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STUDIOLINE_RETRY__MAX_ATTEMPTS": str(settings.retry.max_attempts),
         "STUDIOLINE_RETRY__BACKOFF_INITIAL_S": str(settings.retry.backoff_initial_s),
         "STUDIOLINE_LOG_JSON": "true",
+        # Services on loopback: plain-text gRPC, said so explicitly, bound to 127.0.0.1.
+        "STUDIOLINE_GRPC__INSECURE": "true",
+        "STUDIOLINE_GRPC__BIND_ADDRESS": "127.0.0.1",
     }
 
 

@@ -47,6 +47,7 @@ def service(s3, viton):
         s3=S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key,
                       templates_bucket="tryon-templates"),
         limits=LimitSettings(inline_max_bytes=2 * 1024 * 1024),
+        grpc={"insecure": True, "bind_address": "127.0.0.1"},
     )  # fmt: skip
     storage = Storage(settings.s3)
     storage.ensure_buckets(settings.s3.templates_bucket)

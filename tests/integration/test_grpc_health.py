@@ -34,7 +34,7 @@ class HeldInpainter(InpainterStep):
 
 
 def test_health_answers_while_every_step_thread_is_busy():
-    settings = Settings(service={"grpc_workers": 2}, batching={"max_batch_size": 1})
+    settings = Settings(service={"grpc_workers": 2}, batching={"max_batch_size": 1}, grpc={"insecure": True, "bind_address": "127.0.0.1"})
     release = threading.Event()
     server = GrpcServer(StepRunner(HeldInpainter(settings, release)), settings, None, None, 0)
     server.start()
