@@ -64,6 +64,11 @@ class GrpcServer:
             reflection.enable_server_reflection(
                 (self.spec.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
             )
+        self._probe_server = None
+        if g.health_port:
+            self._probe_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._probe_server)
+            self.health_port = self._probe_server.add_insecure_port(f"{g.bind_address}:{g.health_port}")
         address = f"{g.bind_address}:{port}"
         if g.insecure:
             return self._server.add_insecure_port(address)
@@ -78,6 +83,8 @@ class GrpcServer:
 
     def start(self) -> None:
         self._run(self._server.start())
+        if self._probe_server is not None:
+            self._run(self._probe_server.start())
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -86,6 +93,8 @@ class GrpcServer:
     def stop(self, grace_s: float | None) -> None:
         """Stops taking calls, lets in-flight ones finish within `grace_s`, ends the loop."""
         self._run(self._server.stop(grace_s))
+        if self._probe_server is not None:
+            self._run(self._probe_server.stop(0))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -24,7 +24,7 @@ from studioline.services.inpainter.step import InpainterStep
 from studioline.shared.auth import token_digest
 from studioline.shared.client import step_call
 from studioline.shared.config import S3Settings, Settings
-from studioline.shared.embedded import EmbeddedS3
+from studioline.shared.embedded import EmbeddedS3, free_port
 from studioline.shared.errors import ConfigError
 from studioline.shared.grpc_server import GrpcServer
 from studioline.shared.runtime import StepRunner
@@ -110,7 +110,7 @@ def server(pki, storage_settings, s3, tmp_path_factory):
     _write_tokens(tokens)
     settings = Settings(
         s3={"endpoint": s3, "access_key": EmbeddedS3.access_key, "secret_key": EmbeddedS3.secret_key},
-        grpc={"bind_address": "127.0.0.1", "tokens_file": str(tokens), "tokens_reload_s": 0.1,
+        grpc={"bind_address": "127.0.0.1", "tokens_file": str(tokens), "tokens_reload_s": 0.1, "health_port": free_port(),
               "tls": {"cert_file": str(pki["server.pem"]), "key_file": str(pki["server.key"]),
                       "client_ca_file": str(pki["ca.pem"])}},
         tenants={"shop-a": {"sources": ["shop-a-in"], "output_bucket": "shop-a-out"},
@@ -199,6 +199,15 @@ def test_another_tenants_objects_and_the_line_buckets_are_denied_alike(server, p
         for bucket in ("shop-b-out", "models", "shop-a-in"):
             code, _ = _code(lambda: _call(channel, _ref("shop-a-in", "mine.png", bucket), a))
             assert code == grpc.StatusCode.PERMISSION_DENIED, bucket
+
+
+def test_the_probe_port_serves_health_alone_in_plain_text(server):
+    srv, _ = server
+    with grpc.insecure_channel(f"127.0.0.1:{srv.health_port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="studioline.v1.Inpainter"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        code, _ = _code(lambda: _call(channel, _ref("shop-a-in", "mine.png"), TOKENS["shop-a"]))
+    assert code == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_plain_text_and_certificate_less_clients_are_refused(server, pki):
