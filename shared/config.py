@@ -170,6 +170,9 @@ class GrpcSettings(BaseModel):
     tokens_reload_s: float = Field(5.0, gt=0)
     # Server reflection (grpcurl's service listing) is off unless asked for.
     reflection: bool = False
+    # A plain-text port that serves grpc.health.v1 alone (0: none): the kubelet's gRPC probes
+    # cannot speak TLS. It answers SERVING / NOT_SERVING and nothing else.
+    health_port: int = Field(0, ge=0, le=65535)
 
     def check_serving(self) -> None:
         """A server starts secure unless told otherwise (checked when it starts, not by every
