@@ -16,12 +16,17 @@ import numpy as np
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
-from studioline.shared.errors import InvalidEvent, InvalidParams, MissingInput, PermanentError
-from studioline.shared.imageio import ENCODED_BYTES_PER_PIXEL, decode_image, decode_mask, sha256_hex
+from studioline.shared.errors import ImageRejected, InvalidEvent, InvalidParams, MissingInput, PermanentError
+from studioline.shared.imageio import ENCODED_BYTES_PER_PIXEL, Header, decode_image, decode_mask, read_header, sha256_hex
+from studioline.shared.memory import ByteBudget, Reservation, budget_bytes, megabytes
 from studioline.shared.spec import StepSpec
 from studioline.shared.step import StepInput, StepOutput, StepParams
 from studioline.shared.steps import artifact_kinds, working_kinds
 from studioline.v1 import job_pb2
+
+
+# Channels of the 8-bit array an artifact kind's `pixels` decodes to.
+_CHANNELS = {"mask": 1, "rgb": 3, "rgba": 4}
 
 
 @dataclass
@@ -37,6 +42,13 @@ class Prepared:
     item: StepInput
     key_basis: dict  # what names the step's outputs: its parameters and its inputs' digests
     source: job_pb2.ImageRef | None = None  # facts about the source photo, when it was the image
+    reservation: Reservation | None = None  # the memory budget's bytes this request holds
+
+    def release(self) -> None:
+        """Gives the request's bytes back to the memory budget: once its outputs are encoded,
+        or it failed (idempotent)."""
+        if self.reservation is not None:
+            self.reservation.release()
 
 
 # ---- parameters --------------------------------------------------------------------------
@@ -101,36 +113,80 @@ def reads_for(spec: StepSpec, job: job_pb2.JobEvent) -> tuple[str | None, job_pb
     return image_kind, image_ref, inputs
 
 
-def prepare(spec: StepSpec, params: StepParams, image: Blob, inputs: dict[str, Blob], limits, job_id: str = "") -> Prepared:
+def prepare(
+    spec: StepSpec, params: StepParams, image: Blob, inputs: dict[str, Blob], limits, job_id: str = "",
+    budget: ByteBudget | None = None,
+) -> Prepared:
     """Decodes the image and inputs by their kinds and checks them against the spec: no input
     it does not take, none it needs missing, sizes that match where the kinds keep the source's
-    geometry. Raises PermanentError naming the problem."""
+    geometry. Raises PermanentError naming the problem.
+
+    Before any pixel is decoded, the request's memory is estimated from the headers
+    (`memory_estimate`): over the service's whole budget it is rejected (over_budget). With a
+    `budget` (the process's, memory.process_budget) the request holds its bytes from here until
+    the caller's `Prepared.release()`, after its outputs are encoded, so that requests in flight
+    together never exceed it; waiting for them may end in MemoryBusy (transient)."""
     unknown = set(inputs) - set(spec.inputs)
     if unknown:
         raise PermanentError(
             f"{spec.name} takes no input(s) {', '.join(sorted(unknown))}; it takes {', '.join(spec.inputs) or 'none'}",
             "invalid_input",
         )
-    source = None
-    if image.kind is None:
-        decoded = decode_image(image.data, limits)
-        pixels, image_sha = decoded.pixels, decoded.sha256
-        source = job_pb2.ImageRef(
-            sha256=decoded.sha256, width=decoded.width, height=decoded.height,
-            content_type=f"image/{decoded.format.lower()}",
-        )
-    else:
-        pixels, image_sha = decode_kind(image.kind, image.data, limits), sha256_hex(image.data)
-    decoded_inputs = {kind: decode_kind(kind, blob.data, limits) for kind, blob in sorted(inputs.items())}
-    missing = [k for k in spec.consumes if k not in decoded_inputs]
+    missing = [k for k in spec.consumes if k not in inputs]
     if missing:
         raise MissingInput(f"{spec.name} needs the artifact(s) {', '.join(missing)}, which the job does not carry")
-    _check_geometry(image.kind, pixels, decoded_inputs)
+    kinds = artifact_kinds()
+    headers = [(read_header(image.data, limits), "rgb" if image.kind is None else kinds[image.kind].pixels)]
+    headers += [(read_header(blob.data, limits), kinds[kind].pixels) for kind, blob in sorted(inputs.items())]
+    need = memory_estimate(spec, params, headers)
+    capacity = budget.capacity if budget is not None else budget_bytes(limits)
+    if need > capacity:
+        h = headers[0][0]
+        raise ImageRejected(
+            f"{spec.name} would need about {megabytes(need)} of memory for this {h.width}x{h.height} {h.format} "
+            f"({h.mode}) image{' and its inputs' if inputs else ''}, over its memory budget of {megabytes(capacity)} "
+            "(limits.memory_fraction of the container's memory limit): send a smaller image",
+            "over_budget",
+        )
+    reservation = budget.acquire(need, limits.memory_wait_s) if budget is not None else None
+    try:
+        source = None
+        if image.kind is None:
+            decoded = decode_image(image.data, limits)
+            pixels, image_sha = decoded.pixels, decoded.sha256
+            source = job_pb2.ImageRef(
+                sha256=decoded.sha256, width=decoded.width, height=decoded.height,
+                content_type=f"image/{decoded.format.lower()}",
+            )
+        else:
+            pixels, image_sha = decode_kind(image.kind, image.data, limits), sha256_hex(image.data)
+        decoded_inputs = {kind: decode_kind(kind, blob.data, limits) for kind, blob in sorted(inputs.items())}
+        _check_geometry(image.kind, pixels, decoded_inputs)
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
     key_basis = {
         "params": params.model_dump(mode="json"),
         "inputs": [image_sha, *(sha256_hex(blob.data) for _, blob in sorted(inputs.items()))],
     }
-    return Prepared(StepInput(image=pixels, params=params, inputs=decoded_inputs, job_id=job_id), key_basis, source)
+    item = StepInput(image=pixels, params=params, inputs=decoded_inputs, job_id=job_id)
+    return Prepared(item, key_basis, source, reservation)
+
+
+def memory_estimate(spec: StepSpec, params: StepParams, headers: list[tuple[Header, str]]) -> int:
+    """Bytes a request takes at its peak, from its images' headers (the working image first) and
+    how each decodes (an artifact kind's `pixels`): Pillow's decoded buffers, and the step's
+    working memory, its memory factors times the 8-bit arrays it is handed and writes (as many
+    pixels as its parameters' output_pixels says)."""
+    decoded = sum(h.decoded_bytes for h, _ in headers)
+    handed = sum(h.pixel_bytes(pixels) for h, pixels in headers)
+    written = 0
+    if spec.produces:
+        image = headers[0][0]
+        channels = max(_CHANNELS[kind.pixels] for kind in spec.produces)
+        written = params.output_pixels(image.width, image.height) * channels
+    return decoded + int(spec.memory_factor * handed + spec.output_factor * written)
 
 
 def decode_kind(kind: str, data: bytes, limits) -> np.ndarray:
@@ -138,11 +194,8 @@ def decode_kind(kind: str, data: bytes, limits) -> np.ndarray:
     pixels = artifact_kinds()[kind].pixels
     if pixels == "mask":
         return decode_mask(data, limits)
-    decoded = decode_image(data, limits).pixels
-    if pixels == "rgba" and decoded.shape[2] == 3:
-        # Decoding drops an alpha that hides nothing; this kind is RGBA by definition.
-        decoded = np.dstack([decoded, np.full(decoded.shape[:2], 255, np.uint8)])
-    return decoded
+    # An "rgba" kind keeps its alpha even where it hides nothing: it is RGBA by definition.
+    return decode_image(data, limits, alpha="always" if pixels == "rgba" else "auto").pixels
 
 
 def _check_geometry(image_kind: str | None, image: np.ndarray, inputs: dict[str, np.ndarray]) -> None:

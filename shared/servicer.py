@@ -19,6 +19,7 @@ import grpc
 from studioline.shared import jobpath
 from studioline.shared.auth import CALLER
 from studioline.shared.errors import Forbidden, ModelMissing, PermanentError, TransientError, bounded
+from studioline.shared.memory import process_budget
 from studioline.shared.metrics import IMAGES
 from studioline.shared.runtime import StepRunner, dict_to_struct, encode_outputs, store_outputs
 from studioline.shared.step import StepOutput
@@ -41,6 +42,7 @@ class StepServicer:
         self.storage = storage
         self.tenants = Tenants(settings)
         self.router = router  # routing steps: plans the reply's slip
+        self.budget = process_budget(settings.limits)  # shared with the Kafka loop of this process
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The step's one RPC, as steps.proto declares it."""
@@ -68,7 +70,7 @@ class StepServicer:
             if not image.ref.bucket or not image.ref.key:
                 raise PermanentError(f"{what}: reference needs bucket and key", "invalid_ref")
             self.tenants.check_read(tenant, image.ref.bucket, image.ref.key, what)
-            return self.storage.get(image.ref.bucket, image.ref.key)
+            return self.storage.get(image.ref.bucket, image.ref.key, self.settings.limits.max_bytes)
         raise PermanentError(f"{what}: no image given (set data or ref)", "no_image")
 
     def execute(self, request: steps_pb2.StepRequest) -> tuple[StepOutput, jobpath.Prepared]:
@@ -79,7 +81,14 @@ class StepServicer:
         params = self.spec.parse_params(jobpath.struct_params(request.params))
         image = jobpath.Blob(self._read(request.image, "image", tenant))
         inputs = {kind: jobpath.Blob(self._read(img, kind, tenant), kind) for kind, img in request.inputs.items()}
-        prepared = jobpath.prepare(self.spec, params, image, inputs, self.settings.limits)
+        prepared = jobpath.prepare(self.spec, params, image, inputs, self.settings.limits, budget=self.budget)
+        try:
+            return self._run(request, params, prepared), prepared
+        except BaseException:
+            prepared.release()
+            raise
+
+    def _run(self, request, params, prepared: jobpath.Prepared) -> StepOutput:
         if not request.output_bucket:  # found out now, not after the work
             h, w = prepared.item.image.shape[:2]
             expected, limit = jobpath.reply_bytes(self.spec, params, w, h), message_limit(self.settings.limits)
@@ -92,13 +101,16 @@ class StepServicer:
         (result,), _ = self.runner.run([prepared.item], source="grpc")
         if isinstance(result, Exception):
             raise result
-        return result, prepared
+        return result
 
     def handle(self, request: steps_pb2.StepRequest, context):
         start = time.perf_counter()
         try:
             result, prepared = self.execute(request)
-            reply = self._routed(result) if self.spec.routes else self._outputs(request, result, prepared)
+            try:
+                reply = self._routed(result) if self.spec.routes else self._outputs(request, result, prepared)
+            finally:
+                prepared.release()  # its outputs are encoded
             reply.report.CopyFrom(jobpath.report_message(self.spec, result))
         except Exception as exc:
             IMAGES.labels(self.spec.name, "grpc", "error").inc()

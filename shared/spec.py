@@ -54,6 +54,19 @@ class StepSpec:
     routes: bool = False
     # "module:function" adding its own `studioline` subcommands (eval, explain, ...), if any.
     commands: str = ""
+    # Working memory at the peak of a request (decoding, run and encoding), as a multiple of
+    # the bytes of the 8-bit arrays the step is handed (image, inputs) and writes (its params'
+    # output_pixels), on top of the decoder's own buffers: what the memory budget reserves for
+    # it (jobpath.memory_estimate). Measured per step with `bench/memory_bombs.py --factors`;
+    # an unmeasured step is assumed to hold four copies of them.
+    memory_factor: float = 4.0
+    # The same for the arrays it writes, where their cost differs from its inputs' (a canvas
+    # composed in float): None counts them with memory_factor.
+    output_memory_factor: float | None = None
+
+    @property
+    def output_factor(self) -> float:
+        return self.memory_factor if self.output_memory_factor is None else self.output_memory_factor
 
     @property
     def grpc_service(self) -> str:

@@ -11,10 +11,18 @@ from minio.error import S3Error
 from minio.helpers import check_bucket_name, check_object_name
 
 from studioline.shared.config import S3Settings
-from studioline.shared.errors import PermanentError, TransientError
+from studioline.shared.errors import ImageRejected, PermanentError, TransientError
 
 # S3 error codes that will not change on a retry.
 _PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidBucketName", "InvalidObjectName"}
+
+
+# A read bounded by max_bytes goes a chunk at a time, so it stops within a chunk of the limit.
+_READ_CHUNK = 1 << 20
+
+
+def _too_large(bucket: str, key: str, size: str, max_bytes: int) -> ImageRejected:
+    return ImageRejected(f"s3://{bucket}/{key} is {size}, over the limit of {max_bytes} (limits.max_bytes)", "too_large")
 
 
 def _translate(exc: Exception, what: str) -> Exception:
@@ -52,12 +60,24 @@ class Storage:
             http_client=http,
         )
 
-    def get(self, bucket: str, key: str) -> bytes:
+    def get(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes. With `max_bytes`, its size comes from a HEAD first: a larger object
+        is rejected (ImageRejected too_large) without being read, and the read itself stops past
+        the limit (an object replaced between the two)."""
         check_names(bucket, key)
         try:
+            if max_bytes is not None and (size := self.client.stat_object(bucket, key).size) > max_bytes:
+                raise _too_large(bucket, key, f"{size} bytes", max_bytes)
             resp = self.client.get_object(bucket, key)
             try:
-                return resp.read()
+                if max_bytes is None:
+                    return resp.read()
+                data = bytearray()
+                for chunk in resp.stream(_READ_CHUNK):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise _too_large(bucket, key, f"more than {max_bytes} bytes", max_bytes)
+                return bytes(data)
             finally:
                 resp.close()
                 resp.release_conn()

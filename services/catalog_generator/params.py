@@ -5,13 +5,20 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from studioline.shared.imageops import HexColour, hex_to_rgb
 from studioline.shared.step import StepParams
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 MIN_SIDE, MAX_SIDE = 16, 8192
+# All canvases of one job together, as the line's input limit (limits.max_pixels). Composing a
+# canvas takes about 47 bytes per pixel, and every canvas is kept (3 bytes a pixel) until encoded
+# (bench/memory_bombs.py): 8 canvases near 8192 x 8192 (537 MP) took 4.2 GB and 50 s. Within
+# this bound the memory budget (spec.output_memory_factor) decides what a pod can take.
+MAX_OUTPUT_PIXELS = 50_000_000
+# The try-on contact sheet's cells (step.py: SHEET_CELL_HEIGHT 512, three quarters as wide).
+SHEET_CELL_PIXELS = 384 * 512
 
 
 class CatalogGeneratorParams(StepParams):
@@ -75,6 +82,31 @@ class CatalogGeneratorParams(StepParams):
         if len(set(out)) != len(out):
             raise ValueError("sizes must not repeat")
         return out
+
+    @model_validator(mode="after")
+    def _bounded_output(self):
+        total = self.canvas_pixels()
+        if total > MAX_OUTPUT_PIXELS:
+            what = f"{len(self.sizes)} size(s)"
+            if self.template_ids:
+                what += f" x {len(self.template_ids)} template(s) x {1 + len(self.colourways)} colourway(s)"
+            raise ValueError(
+                f"{what} make {total / 1e6:.1f} MP of canvases, over the {MAX_OUTPUT_PIXELS / 1e6:.0f} MP one job "
+                "may write: ask for fewer or smaller sizes (or split the job)"
+            )
+        return self
+
+    def output_pixels(self, width: int, height: int) -> int:
+        return self.canvas_pixels()  # canvases have their own sizes, whatever the image's
+
+    def canvas_pixels(self) -> int:
+        """Every canvas the job writes: each size, per template and colourway in try-on, and
+        the contact sheet of several templates."""
+        per_variant = sum(w * h for w, h in self.size_pairs())
+        if not self.template_ids:
+            return per_variant
+        sheet = len(self.template_ids) * SHEET_CELL_PIXELS if self.contact_sheet and len(self.template_ids) > 1 else 0
+        return per_variant * len(self.template_ids) * (1 + len(self.colourways)) + sheet
 
     def size_pairs(self) -> list[tuple[int, int]]:
         return [tuple(int(n) for n in s.split("x")) for s in self.sizes]

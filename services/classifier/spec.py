@@ -11,5 +11,8 @@ SPEC = StepSpec(
     method="Classify",
     models=("mobilenet_v2",),
     routes=True,
+    # bench/memory_bombs.py --factors: 1.21 at 20 MP (two alphamatting.com photos enlarged;
+    # bench/results/memory_bombs.json). Declared with ~20% margin.
+    memory_factor=1.5,
     commands="studioline.services.classifier.cli:add_commands",
 )

@@ -11,5 +11,8 @@ SPEC = StepSpec(
     method="Matte",
     consumes=("mask",),
     produces=(ArtifactKind("cutout", pixels="rgba"),),
+    # bench/memory_bombs.py --factors: 11.85 at 20 MP (two alphamatting.com photos enlarged, their
+    # alpha as the mask; bench/results/memory_bombs.json). Declared with ~15% margin.
+    memory_factor=13.5,
     commands="studioline.services.matting.cli:add_commands",
 )
