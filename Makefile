@@ -77,6 +77,7 @@ bench: models ## speed and memory: steps, the whole line, rembg side by side, RS
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/gpu.py
 	SHARED_DATA=$(SHARED_DATA) $(PY) -m bench.matting_hd
 	SHARED_DATA=$(SHARED_DATA) $(PY) -m bench.compose_hd
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/memory_bombs.py
 
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
 	$(STUDIOLINE) demo $(DIR) --out out
