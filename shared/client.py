@@ -74,14 +74,15 @@ def create_kafka_topics(
 
 
 def create_topics(settings, names: Iterable[str] | None = None) -> None:
-    """The line's topics (or `names`) with the configured partitions, replication and retention."""
+    """The line's topics (or `names`) with the configured partitions, replication, retention and
+    largest record (the bound the workers produce and read to, whatever the brokers' default)."""
     k = settings.kafka
     create_kafka_topics(
         k.bootstrap_servers,
         names or all_topics(settings),
         k.partitions,
         k.replication_factor,
-        {"retention.ms": str(k.retention_ms)},
+        {"retention.ms": str(k.retention_ms), "max.message.bytes": str(k.max_message_bytes)},
         **k.client_config(),
     )
 
@@ -101,7 +102,8 @@ class Submitter:
     def __init__(self, settings):
         self.settings = settings
         self.storage = Storage(settings.s3)
-        self.producer = KafkaProducer(**settings.kafka.client_config(), acks="all")
+        self.producer = KafkaProducer(**settings.kafka.client_config(), acks="all",
+                                      max_request_size=settings.kafka.max_message_bytes)
 
     def upload(self, path: Path, key: str | None = None) -> tuple[str, str]:
         bucket = self.settings.s3.incoming_bucket

@@ -30,11 +30,11 @@ class FlakyStorage(Storage):
         self.failures = failures
         self.calls = 0
 
-    def get(self, bucket, key):
+    def get(self, bucket, key, max_bytes=None):
         self.calls += 1
         if self.calls <= self.failures:
             raise TransientError(f"injected outage on read {self.calls}")
-        return super().get(bucket, key)
+        return super().get(bucket, key, max_bytes)
 
 
 @pytest.fixture

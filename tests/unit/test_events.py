@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from studioline.shared.errors import InvalidEvent
-from studioline.shared.events import artifact_key, new_job, parse_ingest
+from studioline.shared import events
+from studioline.shared.config import IngestLimits
+from studioline.shared.errors import MESSAGE_MAX_CHARS, InvalidEvent, PermanentError, bounded
+from studioline.shared.events import artifact_key, new_job, parse_ingest, parse_job
 
 MINIO_NOTIFICATION = {
     "EventName": "s3:ObjectCreated:Put",
@@ -78,3 +80,96 @@ def test_artifact_keys_are_deterministic_and_parameter_sensitive():
     assert a == artifact_key("t", "ab" * 32, "cropper", {"aspects": ["1:1"]}, "crop.jpg")
     assert a != artifact_key("t", "ab" * 32, "cropper", {"aspects": ["4:5"]}, "crop.jpg")
     assert a.startswith("t/ab/" + "ab" * 32 + "/cropper-")
+
+
+# ---- poison events: every one is an InvalidEvent with a reason, never another exception -------
+
+S3_KEY_NOT_A_STRING = {"Records": [{"eventName": "s3:ObjectCreated:Put",
+                                    "s3": {"bucket": {"name": "incoming"}, "object": {"key": 5}}}]}
+
+
+@pytest.mark.parametrize(
+    "value, code, message",
+    [
+        (b'{"Records": [1]}', "invalid_event", "record 0 is int"),
+        (b'{"a":' * 100_000, "invalid_event", "nested deeper than the parser"),  # RecursionError before
+        (b'{"a":' * 40 + b"1" + b"}" * 40, "invalid_event", "nested deeper than 32"),
+        (json.dumps(S3_KEY_NOT_A_STRING).encode(), "invalid_event", "s3.object.key is int"),
+        (json.dumps({"Records": [{"eventName": 7}]}).encode(), "invalid_event", "eventName is int"),
+        (None, "tombstone", "tombstone"),
+        (b"{\xff\xfe}", "invalid_event", "does not parse"),
+        (b"\x0a\xff\xff\xff\xff\x0f", "invalid_event", "neither JSON nor"),
+        (b'{"bucket": "b", "key": "k", "x": NaN}', "invalid_event", "NaN"),
+        (b'{"bucket": "b", "key": "k", "x": ' + b"1" * 5000 + b"}", "invalid_event", "does not parse"),
+        (b'{"bucket": "b", "key": "k", "recipe": []}', "invalid_event", "recipe must be an object"),
+        (b'{"bucket": "b", "key": "k", "recipe": {"stepParams": {"c": {"x": 1e999}}}}', "invalid_event", "not finite"),
+        (b'{"bucket": "b", "key": "k", "attributes": {"a": {"b": 1}}}', "invalid_event", "attribute 'a' is dict"),
+        (b'{"bucket": "b", "key": "k", "tenant": {"t": 1}}', "invalid_event", "'tenant' must be a string"),
+    ],
+)
+def test_poison_events_are_invalid_events(value, code, message):
+    with pytest.raises(InvalidEvent, match=message) as caught:
+        parse_ingest(value, "default")
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize("value", [None, b"\xff\xfe garbage", b"", new_job("b", "k", tenant="t").SerializeToString()[:-3]])
+def test_step_topic_values_that_are_no_job(value):
+    with pytest.raises(InvalidEvent) as caught:
+        parse_job(value)
+    assert caught.value.code == ("tombstone" if value is None else "invalid_event")
+
+
+def _json_job(**fields) -> bytes:
+    return json.dumps({"bucket": "incoming", "key": "a.jpg", **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (_json_job(attributes={"blob": "x" * (1 << 20)}), "ingest.max_attributes_bytes"),  # 1 MB attribute
+        (_json_job(attributes={f"a{i}": "1" for i in range(65)}), "ingest.max_attributes"),
+        (_json_job(recipe={"stepParams": {f"s{i}": {"v": "x" * 15_000} for i in range(5)}}), "ingest.max_recipe_bytes"),
+        (_json_job(recipe={"stepParams": {"cropper": {"v": "x" * 20_000}}}), "ingest.max_step_params_bytes"),
+        (_json_job(job_id="j" * 300), "ingest.max_id_chars"),
+        (_json_job(tenant="t" * 300), "ingest.max_id_chars"),
+    ],
+)
+def test_sizes_are_bounded_at_ingest(value, message):
+    with pytest.raises(InvalidEvent, match=message) as caught:
+        parse_ingest(value, "default")
+    assert caught.value.code == "too_large"
+
+
+def test_protobuf_jobs_are_bounded_too():
+    job = new_job("incoming", "a.jpg", tenant="shop")
+    job.recipe.step_params["cropper"].update({"margin": float("nan")})
+    with pytest.raises(InvalidEvent, match="not finite"):
+        parse_ingest(job.SerializeToString(), "default")
+    job = new_job("incoming", "a.jpg", tenant="shop")
+    job.artifacts.add(kind="mask", ref={"bucket": "b", "key": "k" * 300_000})
+    with pytest.raises(InvalidEvent, match="ingest.max_event_bytes"):
+        parse_ingest(job.SerializeToString(), "default")
+    limits = IngestLimits(max_attributes=1)
+    job = new_job("incoming", "a.jpg", tenant="shop", attributes={"a": "1", "b": "2"})
+    with pytest.raises(InvalidEvent, match="2 attributes; at most 1"):
+        parse_ingest(job.SerializeToString(), "default", limits)
+
+
+def test_a_bug_in_the_parser_is_a_bounded_permanent_error(monkeypatch):
+    def broken(doc, tenant):
+        raise KeyError("x" * 100_000)
+
+    monkeypatch.setattr(events, "_from_json", broken)
+    with pytest.raises(PermanentError) as caught:
+        parse_ingest(_json_job(), "default")
+    assert caught.value.code == "parser_bug" and "KeyError" in str(caught.value)
+    assert len(str(caught.value)) <= MESSAGE_MAX_CHARS
+
+
+def test_bounded_messages_say_what_was_cut():
+    assert bounded("short") == "short"
+    cut = bounded("y" * 200_000)
+    kept, note = cut.split("... [")
+    assert len(cut) <= MESSAGE_MAX_CHARS and len(kept) + int(note.split()[0]) == 200_000
+    assert len(str(InvalidEvent("z" * 200_000))) <= MESSAGE_MAX_CHARS

@@ -100,6 +100,8 @@ in a service entry override the defaults (mergo treats those as "empty" and skip
   value: {{ .Values.kafka.replicationFactor | int | quote }}
 - name: STUDIOLINE_KAFKA__RETENTION_MS
   value: {{ .Values.kafka.retentionMs | int64 | quote }}
+- name: STUDIOLINE_KAFKA__MAX_MESSAGE_BYTES
+  value: {{ .Values.kafka.maxMessageBytes | int64 | quote }}
 - name: STUDIOLINE_KAFKA__SECURITY_PROTOCOL
   value: {{ .Values.kafka.securityProtocol | quote }}
 {{- if .Values.kafka.existingSecret }}

@@ -167,7 +167,7 @@ class JobEvent(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., source: _Optional[_Union[ImageRef, _Mapping]] = ..., recipe: _Optional[_Union[Recipe, _Mapping]] = ..., slip: _Optional[_Union[RoutingSlip, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StepTiming, _Mapping]]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., reports: _Optional[_Iterable[_Union[StepReport, _Mapping]]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
-    __slots__ = ("job", "raw", "reason", "error_code", "step", "source_topic", "partition", "offset", "attempt", "failed_at")
+    __slots__ = ("job", "raw", "reason", "error_code", "step", "source_topic", "partition", "offset", "attempt", "failed_at", "raw_ref")
     JOB_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +178,7 @@ class DeadLetter(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FAILED_AT_FIELD_NUMBER: _ClassVar[int]
+    RAW_REF_FIELD_NUMBER: _ClassVar[int]
     job: JobEvent
     raw: bytes
     reason: str
@@ -188,4 +189,5 @@ class DeadLetter(_message.Message):
     offset: int
     attempt: int
     failed_at: _timestamp_pb2.Timestamp
-    def __init__(self, job: _Optional[_Union[JobEvent, _Mapping]] = ..., raw: _Optional[bytes] = ..., reason: _Optional[str] = ..., error_code: _Optional[str] = ..., step: _Optional[str] = ..., source_topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., attempt: _Optional[int] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    raw_ref: ImageRef
+    def __init__(self, job: _Optional[_Union[JobEvent, _Mapping]] = ..., raw: _Optional[bytes] = ..., reason: _Optional[str] = ..., error_code: _Optional[str] = ..., step: _Optional[str] = ..., source_topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., attempt: _Optional[int] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., raw_ref: _Optional[_Union[ImageRef, _Mapping]] = ...) -> None: ...
