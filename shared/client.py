@@ -37,7 +37,8 @@ def step_call(channel, service: str):
 
 def all_topics(settings) -> list[str]:
     k = settings.kafka
-    return [k.topic("ingest"), k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in steps.names()]
+    per_tenant = [k.topic(f"ingest.{t}") for t in settings.tenants]
+    return [k.topic("ingest"), *per_tenant, k.topic("done"), k.topic("dlq")] + [k.step_topic(s) for s in steps.names()]
 
 
 def create_kafka_topics(
@@ -116,11 +117,18 @@ class Submitter:
                 attributes: dict[str, str] | None = None) -> job_pb2.JobEvent:
         job = new_job(bucket, key, tenant=self.settings.tenant, job_id=job_id or str(uuid.uuid4()),
                       recipe=recipe, attributes=attributes)
-        self.producer.send(self.settings.kafka.topic("ingest"), key=job.job_id.encode(), value=job.SerializeToString())
+        self.producer.send(self.ingest_topic, key=job.job_id.encode(), value=job.SerializeToString())
         return job
 
+    @property
+    def ingest_topic(self) -> str:
+        """The tenant's own ingest topic where tenants are configured (the topic names the
+        tenant), else the shared one."""
+        s = self.settings
+        return s.kafka.topic(f"ingest.{s.tenant}" if s.tenant in s.tenants else "ingest")
+
     def publish_raw(self, value: bytes, key: bytes | None = None) -> None:
-        self.producer.send(self.settings.kafka.topic("ingest"), key=key, value=value)
+        self.producer.send(self.ingest_topic, key=key, value=value)
 
     def flush(self) -> None:
         self.producer.flush()

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -28,7 +29,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from studioline.shared.config import IngestLimits
-from studioline.shared.errors import InvalidEvent, StudiolineError, as_permanent
+from studioline.shared.errors import Forbidden, InvalidEvent, StudiolineError, as_permanent
 from studioline.v1 import job_pb2
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,17 @@ def _classified(parse):
 
 
 @_classified
-def parse_ingest(value: bytes | None, default_tenant: str, limits: IngestLimits = _DEFAULT_LIMITS) -> list[job_pb2.JobEvent]:
-    """Jobs from one ingest message, each within `limits`; raises InvalidEvent naming what is wrong."""
+def parse_ingest(
+    value: bytes | None,
+    default_tenant: str,
+    limits: IngestLimits = _DEFAULT_LIMITS,
+    bucket_owner: Callable[[str], str | None] | None = None,
+) -> list[job_pb2.JobEvent]:
+    """Jobs from one ingest message, each within `limits`; raises InvalidEvent naming what is wrong.
+
+    The tenant is the topic's (`default_tenant`), never the event's: an event naming another
+    tenant is Forbidden. With `bucket_owner` (the shared ingest topic), a bucket notification's
+    jobs belong to the tenant whose sources name the bucket."""
     if value is None:
         raise InvalidEvent("null value (a tombstone) on the ingest topic", "tombstone")
     if len(value) == 0:
@@ -97,11 +107,13 @@ def parse_ingest(value: bytes | None, default_tenant: str, limits: IngestLimits 
     if value.lstrip()[:1] == b"{":
         doc = _load_json(value, limits.max_depth)
         if "Records" in doc or "EventName" in doc:
-            jobs = _from_s3_notification(doc, default_tenant)
+            jobs = _from_s3_notification(doc, default_tenant, bucket_owner)
         else:
             jobs = [_from_json(doc, default_tenant)]
     else:
         jobs = [parse_job(value)]
+        _claim(jobs[0].tenant, default_tenant)
+        jobs[0].tenant = default_tenant
     for job in jobs:
         check_new_job(job, limits)
     return jobs
@@ -222,10 +234,11 @@ def _from_json(doc: dict[str, Any], default_tenant: str) -> job_pb2.JobEvent:
     for name, value in attributes.items():
         if not isinstance(value, (str, int, float)):  # bool is an int
             raise InvalidEvent(f"JSON job event: attribute {name!r} is {type(value).__name__}, not a string or number")
+    _claim(_text(doc, "tenant"), default_tenant)
     return new_job(
         doc["bucket"],
         doc["key"],
-        tenant=_text(doc, "tenant") or default_tenant,
+        tenant=default_tenant,
         job_id=_text(doc, "job_id"),
         recipe=recipe,
         attributes={k: str(v) for k, v in attributes.items()},
@@ -233,7 +246,14 @@ def _from_json(doc: dict[str, Any], default_tenant: str) -> job_pb2.JobEvent:
     )
 
 
-def _from_s3_notification(doc: dict[str, Any], default_tenant: str) -> list[job_pb2.JobEvent]:
+def _claim(claimed: str, tenant: str) -> None:
+    if claimed and claimed != tenant:
+        raise Forbidden(f"the event names tenant {claimed!r} but arrived on {tenant!r}'s ingest topic")
+
+
+def _from_s3_notification(
+    doc: dict[str, Any], default_tenant: str, bucket_owner: Callable[[str], str | None] | None
+) -> list[job_pb2.JobEvent]:
     records = doc.get("Records")
     if not isinstance(records, list) or not records:
         raise InvalidEvent("S3 notification without Records")
@@ -250,7 +270,10 @@ def _from_s3_notification(doc: dict[str, Any], default_tenant: str) -> list[job_
         key = unquote_plus(_notified(record, i, "object", "key"))  # S3 URL-encodes keys in notifications
         obj = record["s3"]["object"]
         version = str(obj.get("versionId") or obj.get("eTag") or obj.get("sequencer") or "")
-        jobs.append(new_job(bucket, key, tenant=default_tenant, version=version))
+        tenant = bucket_owner(bucket) if bucket_owner else default_tenant
+        if not tenant:
+            raise Forbidden(f"S3 notification record {i}: no tenant reads this bucket")
+        jobs.append(new_job(bucket, key, tenant=tenant, version=version))
     if not jobs:
         raise InvalidEvent(f"S3 notification holds no s3:ObjectCreated record (event {doc.get('EventName', '?')})")
     return jobs

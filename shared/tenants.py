@@ -53,6 +53,11 @@ class Tenants:
         if bucket in self.protected or not tenant.may_read(bucket, key):
             raise Forbidden(f"{what}: not readable for tenant {tenant.name}")
 
+    def check_artifact(self, tenant: Tenant, bucket: str, key: str, what: str) -> None:
+        """An artifact a job carries: in the tenant's output bucket, under its own prefix."""
+        if bucket in self.protected or bucket != tenant.output_bucket or not key.startswith(f"{tenant.name}/"):
+            raise Forbidden(f"{what}: not readable for tenant {tenant.name}")
+
     def check_write(self, tenant: Tenant, bucket: str) -> None:
         if bucket in self.protected or bucket != tenant.output_bucket:
             raise Forbidden(f"output bucket {bucket!r}: not writable for tenant {tenant.name}")

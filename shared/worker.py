@@ -40,6 +40,7 @@ from studioline.shared.metrics import DEAD_LETTERS, HOP_SECONDS, IMAGES, RETRIES
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner, encode_outputs, store_outputs
 from studioline.shared.step import StepInput, StepParams
+from studioline.shared.tenants import Tenants
 from studioline.v1 import job_pb2
 
 log = logging.getLogger(__name__)
@@ -146,11 +147,16 @@ class KafkaWorker:
         self.storage = storage
         self.router = router
         self.budget = process_budget(settings.limits)  # shared with the gRPC front of this process
+        self.tenants = Tenants(settings)
         k = settings.kafka
         self.ingest_topic = k.topic("ingest")
+        # Ingest topics and whose jobs they carry: the shared one the default tenant's (and
+        # bucket notifications the notified bucket's owner's), ingest.<tenant> each tenant's.
+        self.ingest_tenants = {self.ingest_topic: settings.tenant}
+        self.ingest_tenants.update({k.topic(f"ingest.{t}"): t for t in settings.tenants})
         self.topics = [k.step_topic(self.name)]
         if self.spec.routes:  # new jobs start at the routing step
-            self.topics.insert(0, self.ingest_topic)
+            self.topics[:0] = list(self.ingest_tenants)
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
 
@@ -265,14 +271,28 @@ class KafkaWorker:
         size = len(record.value or b"")
         if size > k.max_message_bytes:  # a broker hands over a larger first record all the same
             raise InvalidEvent(f"a record of {size} bytes; at most {k.max_message_bytes} (kafka.max_message_bytes)", "too_large")
-        if record.topic == self.ingest_topic:
-            return parse_ingest(record.value, self.settings.tenant, self.settings.ingest)
+        if record.topic in self.ingest_tenants:
+            owner = self._bucket_owner if record.topic == self.ingest_topic else None
+            return parse_ingest(record.value, self.ingest_tenants[record.topic], self.settings.ingest, owner)
         return [parse_job(record.value)]
+
+    def _bucket_owner(self, bucket: str) -> str | None:
+        tenant = self.tenants.for_bucket(bucket)
+        return tenant.name if tenant else None
+
+    def _check_tenant(self, job: job_pb2.JobEvent) -> None:
+        """What the job names is its tenant's: the source in its sources, every artifact under
+        its own prefix of its output bucket (a forged event on a step topic gets no further)."""
+        tenant = self.tenants.get(job.tenant)
+        self.tenants.check_read(tenant, job.source.bucket, job.source.key, "source")
+        for art in job.artifacts:
+            self.tenants.check_artifact(tenant, art.ref.bucket, art.ref.key, f"artifact {art.kind}")
 
     def _validate(self, record, job: job_pb2.JobEvent) -> _Work:
         """The parameters the slip gives this step (a new job's slip starts here), read once."""
         try:
-            if record.topic == self.ingest_topic:
+            self._check_tenant(job)
+            if record.topic in self.ingest_tenants:
                 jobpath.start_slip(job, self.spec)
             return _Work(record, job, jobpath.planned_params(self.spec, job))
         except StudiolineError:

@@ -104,7 +104,7 @@ def test_poison_on_a_step_topic(settings, shared_data):
     router = Router.from_settings(settings)
 
     def job(name: str, **kw) -> job_pb2.JobEvent:
-        j = new_job(settings.s3.incoming_bucket, name, tenant="test", job_id=f"job-{name}", **kw)
+        j = new_job(settings.s3.incoming_bucket, name, tenant=settings.tenant, job_id=f"job-{name}", **kw)
         j.slip.CopyFrom(router.plan("other", job_pb2.Recipe()))  # the chain after the classifier: the cropper
         return j
 

@@ -56,15 +56,15 @@ def test_try_on_job_through_kafka(kafka, s3, topic_prefix, shared_data):
     rgb = cv2.imread(str(viton / "cloth" / name))[..., ::-1]
     alpha = np.where(cv2.imread(str(viton / "cloth-mask" / name), cv2.IMREAD_GRAYSCALE) >= 128, 255, 0)
     storage.put(settings.s3.incoming_bucket, name, (viton / "cloth" / name).read_bytes(), "image/jpeg")
-    storage.put(settings.s3.artifacts_bucket, "cutout.png", _png(np.dstack([rgb, alpha.astype(np.uint8)])), "image/png")
-    job = new_job(settings.s3.incoming_bucket, name, tenant="test", job_id="tryon-1")
+    storage.put(settings.s3.artifacts_bucket, f"{settings.tenant}/cutout.png", _png(np.dstack([rgb, alpha.astype(np.uint8)])), "image/png")
+    job = new_job(settings.s3.incoming_bucket, name, tenant=settings.tenant, job_id="tryon-1")
     params = Struct()
     params.update({"template_ids": ["model-a"], "sizes": ["300x400"]})
     job.recipe.step_params["catalog-generator"].CopyFrom(params)
     job.slip.CopyFrom(Router.from_settings(settings).plan("product_on_white", job.recipe))
     job.slip.position = [s.step for s in job.slip.steps].index("catalog-generator")
     job.artifacts.add(kind="cutout", step="matting",
-                      ref=job_pb2.ImageRef(bucket=settings.s3.artifacts_bucket, key="cutout.png"))  # fmt: skip
+                      ref=job_pb2.ImageRef(bucket=settings.s3.artifacts_bucket, key=f"{settings.tenant}/cutout.png"))  # fmt: skip
 
     from kafka import KafkaProducer
 

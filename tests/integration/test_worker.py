@@ -64,7 +64,7 @@ def _publish_jobs(settings, storage, files: dict[str, bytes]) -> dict[str, str]:
     jobs = {}
     for name, data in files.items():
         storage.put(settings.s3.incoming_bucket, name, data, "image/jpeg")
-        job = new_job(settings.s3.incoming_bucket, name, tenant="test", job_id=f"job-{name}")
+        job = new_job(settings.s3.incoming_bucket, name, tenant=settings.tenant, job_id=f"job-{name}")
         job.slip.CopyFrom(router.plan("other", job_pb2.Recipe()))
         producer.send(settings.kafka.step_topic("cropper"), key=job.job_id.encode(), value=job.SerializeToString())
         jobs[job.job_id] = name
@@ -161,13 +161,13 @@ def test_integer_sizes_from_a_recipe_reach_the_catalog_generator_as_integers(set
     buf = io.BytesIO()
     Image.fromarray(np.dstack([rgb, alpha])).save(buf, format="PNG")
     storage.put(settings.s3.incoming_bucket, name, (viton / "cloth" / name).read_bytes(), "image/jpeg")
-    storage.put(settings.s3.artifacts_bucket, "sizes/cutout.png", buf.getvalue(), "image/png")
-    job = new_job(settings.s3.incoming_bucket, name, tenant="test", job_id="int-sizes")
+    storage.put(settings.s3.artifacts_bucket, f"{settings.tenant}/sizes/cutout.png", buf.getvalue(), "image/png")
+    job = new_job(settings.s3.incoming_bucket, name, tenant=settings.tenant, job_id="int-sizes")
     job.recipe.step_params["catalog-generator"].update({"sizes": [[800, 1000]]})
     job.slip.CopyFrom(Router.from_settings(settings).plan("product_on_white", job.recipe))
     job.slip.position = [s.step for s in job.slip.steps].index("catalog-generator")
     job.artifacts.add(kind="cutout", step="matting",
-                      ref=job_pb2.ImageRef(bucket=settings.s3.artifacts_bucket, key="sizes/cutout.png"))
+                      ref=job_pb2.ImageRef(bucket=settings.s3.artifacts_bucket, key=f"{settings.tenant}/sizes/cutout.png"))
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     producer.send(settings.kafka.step_topic("catalog-generator"), key=b"int-sizes", value=job.SerializeToString())
     producer.flush()
@@ -179,3 +179,62 @@ def test_integer_sizes_from_a_recipe_reach_the_catalog_generator_as_integers(set
     (catalog,) = [a for a in done["int-sizes"].artifacts if a.kind == "catalog"]
     assert (catalog.ref.width, catalog.ref.height) == (800, 1000) and catalog.params["size"] == "800x1000"
     assert decode(storage.get(catalog.ref.bucket, catalog.ref.key)).shape[:2] == (1000, 800)
+
+
+def test_kafka_jobs_cannot_reach_another_tenants_objects(kafka, s3, topic_prefix, shared_data):
+    """Tenants over Kafka: the tenant is the ingest topic's (or a notified bucket's owner), a
+    source outside its sources or an artifact outside its prefix is dead-lettered `forbidden`
+    with the same words whether the object exists, and an event claiming another tenant is too."""
+    import json
+
+    from kafka import KafkaProducer
+
+    from studioline.shared.config import TenantSettings
+
+    settings = line_settings(kafka, s3, topic_prefix)
+    settings.tenants = {"shop-a": TenantSettings(sources=["shop-a-in"]), "shop-b": TenantSettings(sources=["shop-b-in"])}
+    create_topics(settings)
+    storage = Storage(settings.s3)
+    storage.ensure_buckets("shop-a-in", "shop-b-in", settings.s3.artifacts_bucket)
+    photo = _photos(shared_data, 1)[0].read_bytes()
+    storage.put("shop-a-in", "a.jpg", photo, "image/jpeg")
+    storage.put("shop-b-in", "secret.jpg", photo, "image/jpeg")
+    router = Router.from_settings(settings)
+
+    def step_job(job_id: str, tenant: str, bucket: str, key: str) -> bytes:
+        job = new_job(bucket, key, tenant=tenant, job_id=job_id)
+        job.slip.CopyFrom(router.plan("other", job_pb2.Recipe()))
+        return job.SerializeToString()
+
+    forged = new_job("shop-a-in", "a.jpg", tenant="shop-a", job_id="forged-artifact")
+    forged.slip.CopyFrom(router.plan("other", job_pb2.Recipe()))
+    forged.artifacts.add(kind="mask", step="segmenter",
+                         ref=job_pb2.ImageRef(bucket=settings.s3.artifacts_bucket, key="shop-b/x/mask.png"))
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    crop_topic = settings.kafka.step_topic("cropper")
+    sends = {
+        "own": (crop_topic, step_job("own", "shop-a", "shop-a-in", "a.jpg")),
+        "other-exists": (crop_topic, step_job("other-exists", "shop-a", "shop-b-in", "secret.jpg")),
+        "other-missing": (crop_topic, step_job("other-missing", "shop-a", "shop-b-in", "nothing.jpg")),
+        "models": (crop_topic, step_job("models", "shop-a", settings.s3.models_bucket, "u2net.onnx")),
+        "forged-artifact": (crop_topic, forged.SerializeToString()),
+    }
+    for key, (topic, value) in sends.items():
+        producer.send(topic, key=key.encode(), value=value)
+    producer.flush()
+    producer.close()
+    step = steps.spec("cropper").step_class()(settings, ModelStore(settings.models.dir))
+    step.load()
+    done, dead, _ = _process(StepRunner(step), settings, storage, {k: k for k in sends})
+    assert set(done) == {"own"} and done["own"].tenant == "shop-a", {j: d.reason for j, d in dead.items()}
+    assert all(c.ref.key.startswith("shop-a/") for c in done["own"].artifacts)
+    assert {j: d.error_code for j, d in dead.items()} == {k: "forbidden" for k in sends if k != "own"}
+    assert dead["other-exists"].reason == dead["other-missing"].reason  # no existence oracle
+
+    # Ingest: the topic names the tenant; a claim of another is refused.
+    from studioline.shared.events import parse_ingest
+
+    claim = json.dumps({"bucket": "shop-b-in", "key": "secret.jpg", "tenant": "shop-b"}).encode()
+    with pytest.raises(Exception) as caught:
+        parse_ingest(claim, "shop-a")
+    assert getattr(caught.value, "code", "") == "forbidden"

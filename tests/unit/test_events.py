@@ -4,7 +4,7 @@ import pytest
 
 from studioline.shared import events
 from studioline.shared.config import IngestLimits
-from studioline.shared.errors import MESSAGE_MAX_CHARS, InvalidEvent, PermanentError, bounded
+from studioline.shared.errors import MESSAGE_MAX_CHARS, Forbidden, InvalidEvent, PermanentError, bounded
 from studioline.shared.events import artifact_key, new_job, parse_ingest, parse_job
 
 MINIO_NOTIFICATION = {
@@ -26,8 +26,28 @@ MINIO_NOTIFICATION = {
 
 def test_protobuf_job_round_trip():
     job = new_job("incoming", "a.jpg", tenant="shop")
-    (parsed,) = parse_ingest(job.SerializeToString(), "default")
+    (parsed,) = parse_ingest(job.SerializeToString(), "shop")
     assert parsed.job_id == job.job_id and parsed.source.key == "a.jpg" and parsed.tenant == "shop"
+
+
+@pytest.mark.parametrize("claim", ["shop", "t" * 300])
+def test_the_tenant_is_the_topics_never_the_events(claim):
+    """An event naming another tenant than its topic's is forbidden, as JSON and as protobuf;
+    one naming none gets the topic's."""
+    with pytest.raises(Forbidden, match="arrived on 'other'"):
+        parse_ingest(new_job("incoming", "a.jpg", tenant=claim).SerializeToString(), "other")
+    with pytest.raises(Forbidden, match="arrived on 'other'"):
+        parse_ingest(_json_job(tenant=claim), "other")
+    (job,) = parse_ingest(_json_job(), "other")
+    assert job.tenant == "other"
+
+
+def test_a_notification_on_the_shared_topic_belongs_to_the_buckets_owner():
+    owners = {"incoming": "shop-a"}
+    (job,) = parse_ingest(json.dumps(MINIO_NOTIFICATION).encode(), "default", bucket_owner=owners.get)
+    assert job.tenant == "shop-a"
+    with pytest.raises(Forbidden, match="no tenant reads this bucket"):
+        parse_ingest(json.dumps(MINIO_NOTIFICATION).encode(), "default", bucket_owner={}.get)
 
 
 def test_plain_json_with_recipe():
@@ -38,12 +58,12 @@ def test_plain_json_with_recipe():
         "recipe": {"outputs": ["cutout"], "stepParams": {"cropper": {"aspects": ["1:1"]}}, "chain": "other"},
         "attributes": {"sku": 42},
     }
-    (job,) = parse_ingest(json.dumps(doc).encode(), "default")
+    (job,) = parse_ingest(json.dumps(doc).encode(), "shop")
     assert job.recipe.chain == "other" and list(job.recipe.outputs) == ["cutout"]
     assert job.recipe.step_params["cropper"]["aspects"][0] == "1:1"
     assert job.attributes["sku"] == "42"
     # Without a job id, the same object is the same job: a replay is idempotent.
-    (again,) = parse_ingest(json.dumps(doc).encode(), "default")
+    (again,) = parse_ingest(json.dumps(doc).encode(), "shop")
     assert again.job_id == job.job_id
 
 
@@ -132,7 +152,6 @@ def _json_job(**fields) -> bytes:
         (_json_job(recipe={"stepParams": {f"s{i}": {"v": "x" * 15_000} for i in range(5)}}), "ingest.max_recipe_bytes"),
         (_json_job(recipe={"stepParams": {"cropper": {"v": "x" * 20_000}}}), "ingest.max_step_params_bytes"),
         (_json_job(job_id="j" * 300), "ingest.max_id_chars"),
-        (_json_job(tenant="t" * 300), "ingest.max_id_chars"),
     ],
 )
 def test_sizes_are_bounded_at_ingest(value, message):
@@ -145,15 +164,15 @@ def test_protobuf_jobs_are_bounded_too():
     job = new_job("incoming", "a.jpg", tenant="shop")
     job.recipe.step_params["cropper"].update({"margin": float("nan")})
     with pytest.raises(InvalidEvent, match="not finite"):
-        parse_ingest(job.SerializeToString(), "default")
+        parse_ingest(job.SerializeToString(), "shop")
     job = new_job("incoming", "a.jpg", tenant="shop")
     job.artifacts.add(kind="mask", ref={"bucket": "b", "key": "k" * 300_000})
     with pytest.raises(InvalidEvent, match="ingest.max_event_bytes"):
-        parse_ingest(job.SerializeToString(), "default")
+        parse_ingest(job.SerializeToString(), "shop")
     limits = IngestLimits(max_attributes=1)
     job = new_job("incoming", "a.jpg", tenant="shop", attributes={"a": "1", "b": "2"})
     with pytest.raises(InvalidEvent, match="2 attributes; at most 1"):
-        parse_ingest(job.SerializeToString(), "default", limits)
+        parse_ingest(job.SerializeToString(), "shop", limits)
 
 
 def test_a_bug_in_the_parser_is_a_bounded_permanent_error(monkeypatch):

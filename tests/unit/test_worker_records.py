@@ -77,7 +77,7 @@ def _record(topic: str, value: bytes | None, offset: int = 0, key: bytes | None 
 
 
 def _job_event(attribute_bytes: int = 0) -> job_pb2.JobEvent:
-    job = new_job("incoming", "a.jpg", tenant="t", job_id="big-job", attributes={"blob": "x" * attribute_bytes})
+    job = new_job("incoming", "a.jpg", tenant="default", job_id="big-job", attributes={"blob": "x" * attribute_bytes})
     job.slip.steps.add(step="cropper", params_json="{}")
     return job
 
