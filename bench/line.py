@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {
             "STUDIOLINE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap,
             "STUDIOLINE_S3__ENDPOINT": s3.endpoint,
+            "STUDIOLINE_S3__SECURE": "false",
             "STUDIOLINE_S3__ACCESS_KEY": s3.access_key,
             "STUDIOLINE_S3__SECRET_KEY": s3.secret_key,
             "STUDIOLINE_GRPC__INSECURE": "true",

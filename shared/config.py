@@ -94,9 +94,11 @@ class IngestLimits(BaseModel):
 
 class S3Settings(BaseModel):
     endpoint: str = "localhost:9000"
-    access_key: str = "minioadmin"
-    secret_key: str = "minioadmin"
-    secure: bool = False
+    # No default credentials: they come from a Secret (or the embedded endpoint's own).
+    access_key: str = ""
+    secret_key: SecretStr = SecretStr("")
+    # TLS to S3 unless turned off (the embedded loopback endpoint speaks plain HTTP).
+    secure: bool = True
     region: str = "us-east-1"
     incoming_bucket: str = "incoming"
     artifacts_bucket: str = "artifacts"

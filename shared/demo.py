@@ -85,6 +85,7 @@ def _infrastructure(out: Path) -> Iterator[dict[str, str]]:
                 STUDIOLINE_S3__ENDPOINT=s3.endpoint,
                 STUDIOLINE_S3__ACCESS_KEY=s3.access_key,
                 STUDIOLINE_S3__SECRET_KEY=s3.secret_key,
+                STUDIOLINE_S3__SECURE="false",  # the embedded endpoint speaks plain HTTP on loopback
             )
             print(f"embedded S3 endpoint (moto) on {s3.endpoint}")
         # Short group timeouts: joins take seconds instead of tens of seconds on a fresh broker.

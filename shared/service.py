@@ -32,7 +32,8 @@ def serve(service: str) -> None:
         raise SystemExit(exc.args[0]) from None
     settings = get_settings()
     configure_logging(service, settings.log_level, settings.log_json)
-    storage = Storage(settings.s3)
+    # The Kafka loop needs S3; a gRPC-only replica without credentials takes inline images only.
+    storage = Storage(settings.s3) if settings.service.kafka or settings.s3.access_key else None
     router = Router.from_settings(settings) if spec.routes else None
     store = ModelStore(settings.models.dir, storage, settings.s3.models_bucket)
     step = spec.step_class()(settings, store)

@@ -11,7 +11,7 @@ from minio.error import S3Error
 from minio.helpers import check_bucket_name, check_object_name
 
 from studioline.shared.config import S3Settings
-from studioline.shared.errors import ImageRejected, PermanentError, TransientError
+from studioline.shared.errors import ConfigError, ImageRejected, PermanentError, TransientError
 
 # S3 error codes that will not change on a retry.
 _PERMANENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidBucketName", "InvalidObjectName"}
@@ -44,6 +44,11 @@ def check_names(bucket: str, key: str | None = None) -> None:
 
 class Storage:
     def __init__(self, settings: S3Settings):
+        if not settings.access_key or not settings.secret_key.get_secret_value():
+            raise ConfigError(
+                "S3 credentials are not set: STUDIOLINE_S3__ACCESS_KEY and STUDIOLINE_S3__SECRET_KEY "
+                "(there are no default credentials)"
+            )
         self.settings = settings
         # Few retries inside the client: the worker's own backoff handles longer outages.
         http = urllib3.PoolManager(
@@ -54,7 +59,7 @@ class Storage:
         self.client = Minio(
             settings.endpoint,
             access_key=settings.access_key,
-            secret_key=settings.secret_key,
+            secret_key=settings.secret_key.get_secret_value(),
             secure=settings.secure,
             region=settings.region,
             http_client=http,

@@ -29,7 +29,7 @@ def line_settings(kafka: str, s3: str, prefix: str, **overrides) -> Settings:
         s3=S3Settings(
             endpoint=s3,
             access_key=EmbeddedS3.access_key,
-            secret_key=EmbeddedS3.secret_key,
+            secret_key=EmbeddedS3.secret_key, secure=False,
             incoming_bucket=f"{prefix}incoming".replace(".", "-"),
             artifacts_bucket=f"{prefix}artifacts".replace(".", "-"),
             models_bucket=f"{prefix}models".replace(".", "-"),
@@ -53,7 +53,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "STUDIOLINE_KAFKA__MAX_POLL_INTERVAL_MS": str(k.max_poll_interval_ms),
         "STUDIOLINE_S3__ENDPOINT": s.endpoint,
         "STUDIOLINE_S3__ACCESS_KEY": s.access_key,
-        "STUDIOLINE_S3__SECRET_KEY": s.secret_key,
+        "STUDIOLINE_S3__SECRET_KEY": s.secret_key.get_secret_value(),
+        "STUDIOLINE_S3__SECURE": str(s.secure).lower(),
         "STUDIOLINE_S3__INCOMING_BUCKET": s.incoming_bucket,
         "STUDIOLINE_S3__ARTIFACTS_BUCKET": s.artifacts_bucket,
         "STUDIOLINE_S3__MODELS_BUCKET": s.models_bucket,

@@ -4,6 +4,7 @@ targets, and the compose file, Prometheus config and Grafana dashboard are parse
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,11 +15,15 @@ import pytest
 import yaml
 
 from studioline.shared import steps
+from studioline.shared.config import Settings
 
 STEPS = steps.names()
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 INFRA = ("kafka", "minio", "prometheus", "grafana")
+CREDENTIAL = re.compile(r"USER|PASSWORD|SECRET|ACCESS_KEY", re.IGNORECASE)
+# `${VAR:?message}`: compose stops with the message while VAR is unset or empty.
+REQUIRED_VAR = re.compile(r"^\$\{([A-Z_]+):\?[^}]+\}$")
 
 
 def compose() -> dict:
@@ -59,6 +64,49 @@ def test_compose_names_every_service_and_infra():
         assert svc["depends_on"]["models-push"]["condition"] == "service_completed_successfully"
     assert services["init"]["command"] == ["init"]
     assert services["models-push"]["command"] == ["models", "push"]
+
+
+def test_no_default_credentials():
+    """Every credential is asked of docker/.env (compose refuses to start without it): no
+    literal, no `${VAR:-default}`; docker/.env.example leaves them empty."""
+    text = (DOCKER / "docker-compose.yml").read_text()
+    assert "minioadmin" not in text
+    asked = set()
+    for name, svc in compose()["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            if CREDENTIAL.search(key):
+                m = REQUIRED_VAR.match(str(value))
+                assert m, f"{name}: {key}={value!r} is not a required variable"
+                asked.add(m.group(1))
+    assert {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= asked
+    for var in asked:
+        assert not re.search(r"\$\{" + var + r":?[-=+]", text), f"{var} has a default"
+    example = dict(
+        line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert asked <= set(example) and not any(example.values()), example
+
+
+def test_published_ports_listen_on_loopback_only():
+    for name, svc in compose()["services"].items():
+        for port in svc.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
+
+
+def test_steps_env_loads_and_serves_plain_text_explicitly(monkeypatch):
+    """The steps' environment is what the config accepts, and their gRPC server starts: plain
+    text because compose says so (a single-host stack), metrics open to Prometheus' container."""
+    env = compose()["services"]["classifier"]["environment"]
+    for key in [k for k in os.environ if k.startswith("STUDIOLINE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, "from-docker-env" if REQUIRED_VAR.match(str(value)) else str(value))
+    settings = Settings()
+    assert settings.grpc.insecure is True
+    settings.grpc.check_serving()
+    assert settings.service.metrics_address == "0.0.0.0"
+    assert settings.s3.access_key == "from-docker-env" and settings.s3.secure is False
 
 
 def test_kafka_is_kraft_and_minio_notifies_the_ingest_topic():

@@ -44,7 +44,7 @@ def viton(shared_data):
 @pytest.fixture(scope="module")
 def service(s3, viton):
     settings = Settings(
-        s3=S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key,
+        s3=S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key, secure=False,
                       templates_bucket="tryon-templates"),
         limits=LimitSettings(inline_max_bytes=2 * 1024 * 1024),
         grpc={"insecure": True, "bind_address": "127.0.0.1"},

@@ -90,7 +90,7 @@ def _write_tokens(path: Path, tenants=("shop-a", "shop-b"), expired=True) -> Non
 
 @pytest.fixture(scope="module")
 def storage_settings(s3):
-    storage = Storage(S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key))
+    storage = Storage(S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key, secure=False))
     storage.ensure_buckets("shop-a-in", "shop-a-out", "shop-b-in", "shop-b-out", "models")
     photo = _png(np.full((40, 60, 3), 200, np.uint8))
     storage.put("shop-a-in", "mine.png", photo, "image/png")
@@ -109,7 +109,7 @@ def server(pki, storage_settings, s3, tmp_path_factory):
     tokens = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
     _write_tokens(tokens)
     settings = Settings(
-        s3={"endpoint": s3, "access_key": EmbeddedS3.access_key, "secret_key": EmbeddedS3.secret_key},
+        s3={"endpoint": s3, "access_key": EmbeddedS3.access_key, "secret_key": EmbeddedS3.secret_key, "secure": False},
         grpc={"bind_address": "127.0.0.1", "tokens_file": str(tokens), "tokens_reload_s": 0.1, "health_port": free_port(),
               "tls": {"cert_file": str(pki["server.pem"]), "key_file": str(pki["server.key"]),
                       "client_ca_file": str(pki["ca.pem"])}},

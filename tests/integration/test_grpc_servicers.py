@@ -59,7 +59,7 @@ def settings(s3):
     from studioline.shared.embedded import EmbeddedS3
 
     return Settings(
-        s3=S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key),
+        s3=S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key, secure=False),
         limits=LimitSettings(inline_max_bytes=2 * 1024 * 1024),
         grpc={"insecure": True, "bind_address": "127.0.0.1", "reflection": True},
         tenants={"default": {"sources": ["grpc-in"], "output_bucket": "grpc-out"}},

@@ -16,7 +16,7 @@ MODEL = "u2netp.onnx"
 @pytest.fixture
 def storage(s3, topic_prefix):
     bucket = topic_prefix.rstrip(".") + "-models"
-    st = Storage(S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key))
+    st = Storage(S3Settings(endpoint=s3, access_key=EmbeddedS3.access_key, secret_key=EmbeddedS3.secret_key, secure=False))
     st.ensure_buckets(bucket)
     return st, bucket
 

@@ -66,15 +66,36 @@ in a service entry override the defaults (mergo treats those as "empty" and skip
 {{- printf "%s:%s" .root.Values.image.repository $tag -}}
 {{- end -}}
 
-{{/* The topics a step consumes, full names. */}}
+{{/* The topics a step consumes, full names: the ingest step also reads each tenant's ingest.<tenant>. */}}
 {{- define "studioline.topics" -}}
 {{- $prefix := .root.Values.kafka.topicPrefix -}}
+{{- $tenants := .root.Values.tenants | default dict -}}
 {{- $topics := list (printf "%sstep.%s" $prefix .name) -}}
 {{- range (.svc.extraTopics | default list) -}}
 {{- $topics = append $topics (printf "%s%s" $prefix .) -}}
+{{- if eq . "ingest" -}}
+{{- range $tenant, $_ := $tenants -}}
+{{- $topics = append $topics (printf "%singest.%s" $prefix $tenant) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- toJson $topics -}}
 {{- end -}}
+
+{{/* Selects the pods of every step of this release (not the init Job's). */}}
+{{- define "studioline.stepPodSelector" -}}
+matchLabels:
+  app.kubernetes.io/name: {{ include "studioline.name" . }}
+  app.kubernetes.io/instance: {{ .Release.Name }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: {{ keys .Values.services | sortAlpha | toJson }}
+{{- end -}}
+
+{{/* Where the gRPC Secrets are mounted in a step's pod. */}}
+{{- define "studioline.grpcTlsDir" -}}/var/run/secrets/studioline/grpc-tls{{- end -}}
+{{- define "studioline.grpcTokensDir" -}}/var/run/secrets/studioline/grpc-tokens{{- end -}}
 
 {{/* The settings every Studioline process needs (shared/config.py, STUDIOLINE_* names). */}}
 {{- define "studioline.commonEnv" -}}
@@ -140,4 +161,24 @@ in a service entry override the defaults (mergo treats those as "empty" and skip
     secretKeyRef:
       name: {{ .Values.s3.existingSecret }}
       key: {{ .Values.s3.secretKeyKey }}
+{{- end -}}
+
+{{/* Egress every Studioline pod needs: DNS, and the broker and S3 on their ports only. */}}
+{{- define "studioline.infraEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+# DNS: the cluster's resolver pods.
+- to:
+    - namespaceSelector: {}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+# The broker and S3: towards networkPolicy.egressTo, or any destination when it is empty.
+- ports:
+    {{- range (concat $np.kafkaPorts $np.s3Ports | uniq) }}
+    - {port: {{ . | int }}, protocol: TCP}
+    {{- end }}
+  {{- with $np.egressTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
