@@ -67,7 +67,7 @@ BENCH_LINE_N ?= 500
 BENCH_RSS_N ?= 10000
 BENCH_RSS_MAX_S ?= 300
 
-bench: models ## speed and memory: steps, the whole line, rembg side by side, RSS over time, GPU, HD cut-out and try-on (bench/results/*.json, *.png, summary.json)
+bench: models ## speed and memory: steps, the whole line, rembg side by side, RSS over time, GPU, HD cut-out and try-on, the chaos suite (bench/results/*.json, *.png, summary.json)
 	@test -d $(SHARED_DATA) || { echo "bench needs the photos in $(SHARED_DATA)"; exit 1; }
 	@$(PY) -c "import rembg" 2>/dev/null || { echo "bench needs rembg: $(PY) -m pip install -e '.[bench]'"; exit 1; }
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/steps.py --n $(BENCH_STEPS_N)
@@ -78,6 +78,14 @@ bench: models ## speed and memory: steps, the whole line, rembg side by side, RS
 	SHARED_DATA=$(SHARED_DATA) $(PY) -m bench.matting_hd
 	SHARED_DATA=$(SHARED_DATA) $(PY) -m bench.compose_hd
 	SHARED_DATA=$(SHARED_DATA) $(PY) bench/memory_bombs.py
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/chaos.py $(CHAOS_ARGS)
+
+# e.g. make chaos CHAOS_ARGS="--part poison --part kill --events 200"
+CHAOS_ARGS ?=
+
+chaos: models ## the chaos suite alone: kill -9, poison records, hostile images, memory limits, fuzzing, SIGTERM, health under load (bench/results/chaos.json, chaos.png)
+	@test -d $(SHARED_DATA) || { echo "chaos needs the photos in $(SHARED_DATA)"; exit 1; }
+	SHARED_DATA=$(SHARED_DATA) $(PY) bench/chaos.py $(CHAOS_ARGS)
 
 demo: models ## run the whole line on the demo photos (or DIR=photos/) and write out/index.html
 	$(STUDIOLINE) demo $(DIR) --out out
@@ -88,4 +96,4 @@ up: ## build the image and start the whole line with real Kafka and MinIO (docke
 clean: ## remove the virtualenv, the model store and outputs
 	rm -rf $(VENV) .models out .pytest_cache
 
-.PHONY: help setup models proto proto-check lint test train-classifier eval bench demo up clean
+.PHONY: help setup models proto proto-check lint test train-classifier eval bench chaos demo up clean
