@@ -19,6 +19,9 @@ from studioline.shared.config import LimitSettings
 from studioline.shared.errors import TransientError
 
 CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+CGROUP_V1_LIMIT = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+# cgroup v1 writes "no limit" as a page-rounded 2**63 - 1.
+CGROUP_V1_UNLIMITED = 1 << 62
 
 
 class MemoryBusy(TransientError):
@@ -28,13 +31,18 @@ class MemoryBusy(TransientError):
 
 
 def container_memory_limit(fallback: int, path: Path | None = None) -> int:
-    """The container's memory limit: cgroup v2 memory.max, or `fallback` where there is none
-    (no cgroup v2, or "max": unlimited)."""
-    try:
-        text = (path or CGROUP_MEMORY_MAX).read_text().strip()
-    except OSError:
+    """The container's memory limit: cgroup v2 memory.max, else cgroup v1's
+    memory.limit_in_bytes, or `fallback` where neither sets one ("max", or v1's huge
+    "unlimited" value)."""
+    for candidate in ([path] if path else [CGROUP_MEMORY_MAX, CGROUP_V1_LIMIT]):
+        try:
+            text = candidate.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < CGROUP_V1_UNLIMITED:
+            return int(text)
         return fallback
-    return int(text) if text.isdigit() else fallback
+    return fallback
 
 
 def budget_bytes(limits: LimitSettings, path: Path | None = None) -> int:

@@ -51,7 +51,9 @@ class SegmenterStep(BatchedStep):
     def __init__(self, settings, model_store):
         super().__init__(settings, model_store)
         self._models: dict[str, Model] = {}
-        self._missing: dict[str, ModelMissing] = {}
+        # Why an opt-in model is missing (its message, not the exception: a re-raised exception's
+        # traceback grows at every raise and keeps each batch's images alive).
+        self._missing: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -69,13 +71,13 @@ class SegmenterStep(BatchedStep):
     def _model(self, name: str) -> Model:
         with self._lock:  # gRPC workers may ask for u2net at the same time
             if name in self._missing:  # an opt-in pack not installed: do not look again per batch
-                raise self._missing[name]
+                raise ModelMissing(self._missing[name])
             model = self._models.get(name)
             if model is None:
                 try:
                     model = self.load_model(name)
                 except ModelMissing as exc:
-                    self._missing[name] = exc
+                    self._missing[name] = str(exc)
                     raise
                 self._models[name] = model
             return model

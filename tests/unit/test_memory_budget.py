@@ -30,8 +30,9 @@ PHOTO = png(Image.new("RGB", (300, 200), (120, 130, 140)))
 # ---- the container's limit and the budget -----------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [("1073741824\n", 1 << 30), ("max\n", 123 * MB), (None, 123 * MB)])
-def test_limit_from_cgroup_v2_else_config(tmp_path, text, expected):
+@pytest.mark.parametrize("text, expected", [("1073741824\n", 1 << 30), ("max\n", 123 * MB), (None, 123 * MB),
+                                           ("9223372036854771712\n", 123 * MB)])  # v1: no limit
+def test_limit_from_the_cgroup_else_config(tmp_path, text, expected):
     path = tmp_path / "memory.max"
     if text is not None:
         path.write_text(text)

@@ -278,6 +278,26 @@ def test_escalation_keeps_the_first_mask_when_the_stronger_model_is_missing(step
     assert np.array_equal(mask, first)
 
 
+def test_a_missing_opt_in_model_is_looked_up_once_and_holds_no_images(step, monkeypatch):
+    """Regression: the cached ModelMissing was re-raised as the same object, its traceback grew at
+    every escalation and kept each batch's images alive (383 MB per 7000^2 image)."""
+    calls = []
+
+    def missing(name):
+        calls.append(name)
+        raise ModelMissing(f"{name} is not in the model store")
+
+    monkeypatch.setattr(step, "load_model", missing)
+    monkeypatch.setattr(step, "_missing", {})
+    raised = []
+    for _ in range(3):
+        with pytest.raises(ModelMissing) as caught:
+            step._model("isnet")
+        raised.append(caught.value)
+    assert calls == ["isnet"] and "isnet is not in the model store" in str(raised[-1])
+    assert raised[0] is not raised[1] and step._missing["isnet"] == str(raised[0])
+
+
 def test_backdrop_refinement_redraws_a_blurred_outline():
     """A dark ring on grey paper; the 'network' saw it at 1/8 scale: blurred and shifted by 2 px."""
     image = np.full((320, 320, 3), 235, np.uint8)
