@@ -12,25 +12,15 @@ import pytest
 from confluent_kafka import Producer
 from kafka.record import default_records
 
-from studioline.shared.client import create_topics
 from studioline.shared.events import parse_ingest
 from studioline.shared.storage import Storage
 from studioline.v1 import job_pb2
-from tests.helpers import line_settings
 from tests.integration.workers import WatchedWorker, committed, read_until, step_runner
 
 pytestmark = pytest.mark.integration
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 HEADERS = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("empty", None)]
-
-
-@pytest.fixture
-def settings(kafka, s3, topic_prefix):
-    s = line_settings(kafka, s3, topic_prefix)
-    create_topics(s)
-    Storage(s.s3).ensure_buckets(s.s3.incoming_bucket, s.s3.artifacts_bucket)
-    return s
 
 
 @pytest.fixture(scope="module")

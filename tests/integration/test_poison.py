@@ -9,25 +9,15 @@ import time
 
 import pytest
 
-from studioline.shared.client import create_topics
 from studioline.shared.events import new_job
 from studioline.shared.routing import Router
 from studioline.shared.storage import Storage
 from studioline.v1 import job_pb2
-from tests.helpers import line_settings
 from tests.integration.workers import WatchedWorker, committed, outside_producer, read_until, step_runner
 
 pytestmark = pytest.mark.integration
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def settings(kafka, s3, topic_prefix):
-    s = line_settings(kafka, s3, topic_prefix)
-    create_topics(s)
-    Storage(s.s3).ensure_buckets(s.s3.incoming_bucket, s.s3.artifacts_bucket)
-    return s
 
 
 def _photos(shared_data, storage, settings, n: int) -> list[str]:

@@ -37,14 +37,6 @@ class FlakyStorage(Storage):
         return super().get(bucket, key, max_bytes)
 
 
-@pytest.fixture
-def settings(kafka, s3, topic_prefix):
-    s = line_settings(kafka, s3, topic_prefix)
-    create_topics(s)
-    Storage(s.s3).ensure_buckets(s.s3.incoming_bucket, s.s3.artifacts_bucket)
-    return s
-
-
 @pytest.fixture(scope="module")
 def cropper_runner():
     from studioline.shared.config import Settings
