@@ -15,6 +15,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import for_code
 
 from studioline.shared import steps
+from studioline.shared.errors import ConfigError
 from studioline.shared.events import new_job
 from studioline.shared.storage import Storage
 from studioline.v1 import job_pb2
@@ -33,6 +34,33 @@ def step_call(channel, service: str):
         request_serializer=steps_pb2.StepRequest.SerializeToString,
         response_deserializer=spec.reply_class().FromString,
     )
+
+
+def step_channel(settings, target: str):
+    """A channel to a step at `target` ("host:port") with the credentials of the config:
+    TLS with grpc.client's CA (and client certificate), or plain text where grpc.insecure says so.
+    Pass `call_metadata(settings)` with each call."""
+    import grpc
+
+    g = settings.grpc
+    if g.insecure:
+        return grpc.insecure_channel(target)
+    c = g.client
+    try:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=c.ca_file.read_bytes() if c.ca_file else None,
+            private_key=c.key_file.read_bytes() if c.key_file else None,
+            certificate_chain=c.cert_file.read_bytes() if c.cert_file else None,
+        )
+    except OSError as exc:
+        raise ConfigError(f"gRPC client TLS: {exc.filename}: {exc.strerror}") from exc
+    return grpc.secure_channel(target, creds)
+
+
+def call_metadata(settings) -> list[tuple[str, str]]:
+    """The token the config holds, as call metadata (none without one)."""
+    token = settings.grpc.client.token.get_secret_value()
+    return [("authorization", f"Bearer {token}")] if token else []
 
 
 def all_topics(settings) -> list[str]:

@@ -158,6 +158,16 @@ class TlsSettings(BaseModel):
     client_ca_file: Path | None = None
 
 
+class GrpcClientSettings(BaseModel):
+    """How `studioline` and other callers in this config reach a step: the CA that signed the
+    servers' certificates, a client certificate for mutual TLS, and the tenant's token."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    token: SecretStr = SecretStr("")
+
+
 class GrpcSettings(BaseModel):
     """Who may call a step over gRPC, and on which address."""
 
@@ -175,6 +185,7 @@ class GrpcSettings(BaseModel):
     # A plain-text port that serves grpc.health.v1 alone (0: none): the kubelet's gRPC probes
     # cannot speak TLS. It answers SERVING / NOT_SERVING and nothing else.
     health_port: int = Field(0, ge=0, le=65535)
+    client: GrpcClientSettings = GrpcClientSettings()
 
     def check_serving(self) -> None:
         """A server starts secure unless told otherwise (checked when it starts, not by every

@@ -22,7 +22,7 @@ from PIL import Image
 
 from studioline.services.inpainter.step import InpainterStep
 from studioline.shared.auth import token_digest
-from studioline.shared.client import step_call
+from studioline.shared.client import call_metadata, step_call, step_channel
 from studioline.shared.config import S3Settings, Settings
 from studioline.shared.embedded import EmbeddedS3, free_port
 from studioline.shared.errors import ConfigError
@@ -199,6 +199,16 @@ def test_another_tenants_objects_and_the_line_buckets_are_denied_alike(server, p
         for bucket in ("shop-b-out", "models", "shop-a-in"):
             code, _ = _code(lambda: _call(channel, _ref("shop-a-in", "mine.png", bucket), a))
             assert code == grpc.StatusCode.PERMISSION_DENIED, bucket
+
+
+def test_a_client_configured_like_the_server_gets_through(server, pki):
+    """`studioline` callers take the same config: CA, client certificate and token."""
+    srv, _ = server
+    settings = Settings(grpc={"client": {"ca_file": str(pki["ca.pem"]), "cert_file": str(pki["client.pem"]),
+                                         "key_file": str(pki["client.key"]), "token": TOKENS["shop-a"]}})
+    with step_channel(settings, f"localhost:{srv.port}") as channel:
+        reply = step_call(channel, "inpainter")(_ref("shop-a-in", "mine.png"), metadata=call_metadata(settings), timeout=30)
+    assert len(reply.outputs) == 1 and reply.report.step == "inpainter"
 
 
 def test_the_probe_port_serves_health_alone_in_plain_text(server):
