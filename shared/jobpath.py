@@ -240,8 +240,7 @@ def reply_bytes(spec: StepSpec, params: StepParams, width: int, height: int) -> 
         return 0
     kind = spec.produces[0]
     fmt = getattr(params, "format", kind.formats[0])
-    channels = {"mask": 1, "rgb": 3, "rgba": 4}[kind.pixels]
-    return int(params.output_pixels(width, height) * ENCODED_BYTES_PER_PIXEL[fmt, channels])
+    return int(params.output_pixels(width, height) * ENCODED_BYTES_PER_PIXEL[fmt, _CHANNELS[kind.pixels]])
 
 
 def report_message(spec: StepSpec, output: StepOutput) -> job_pb2.StepReport:

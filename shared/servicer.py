@@ -4,9 +4,12 @@ Request in, the same job path as the Kafka loop (shared/jobpath.py), the step th
 batcher, encoded outputs and the step's report back. A routing step answers with its
 classification and the plan the router makes.
 
-Error mapping: bad input (not an image, too large, bad parameters, missing mask) is
-INVALID_ARGUMENT with the reason; a missing model file FAILED_PRECONDITION; storage outages
-UNAVAILABLE; anything else INTERNAL. Never UNKNOWN.
+Error mapping: bad input (not an image, too large, over the memory budget, bad parameters,
+missing mask, a reply too large for one message) is INVALID_ARGUMENT with the reason; a
+reference or output bucket outside the caller's tenant PERMISSION_DENIED (a missing or bad
+token is refused earlier, UNAUTHENTICATED, by shared/auth.py); a missing model file
+FAILED_PRECONDITION; storage outages and a memory budget held by others UNAVAILABLE; anything
+else INTERNAL. Never UNKNOWN.
 """
 
 from __future__ import annotations

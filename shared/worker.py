@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -39,7 +39,8 @@ from studioline.shared.memory import MemoryBusy, process_budget
 from studioline.shared.metrics import DEAD_LETTERS, HOP_SECONDS, IMAGES, RETRIES
 from studioline.shared.routing import Router
 from studioline.shared.runtime import StepRunner, encode_outputs, store_outputs
-from studioline.shared.step import StepInput, StepParams
+from studioline.shared.imageio import sha256_hex
+from studioline.shared.step import StepParams
 from studioline.shared.tenants import Tenants
 from studioline.v1 import job_pb2
 
@@ -60,10 +61,9 @@ class _Work:
     record: object  # kafka ConsumerRecord
     job: job_pb2.JobEvent
     params: StepParams  # what the slip gives this step, validated
-    item: StepInput | None = None
     error: Exception | None = None
-    key_basis: dict = field(default_factory=dict)
-    prepared: jobpath.Prepared | None = None  # holds the memory budget until its outputs are encoded
+    # The decoded input and its outputs' key basis; holds the memory budget until the outputs are encoded.
+    prepared: jobpath.Prepared | None = None
 
 
 @dataclass
@@ -336,7 +336,7 @@ class KafkaWorker:
                     failed.append(work)
         if not ready:
             return failed
-        results, per_item_s = self.runner.run([w.item for w in ready], source="kafka")
+        results, per_item_s = self.runner.run([w.prepared.item for w in ready], source="kafka")
         for work, result in zip(ready, results):
             attempt = work.job.attempt  # moving the job on resets it
             with job_context(work.job.job_id):
@@ -370,7 +370,6 @@ class KafkaWorker:
         work.prepared = prepared
         if prepared.source is not None:  # what was read, not what the sender claimed
             job.source.MergeFrom(prepared.source)
-        work.key_basis, work.item = prepared.key_basis, prepared.item
         HOP_SECONDS.labels(self.name).observe(max(0.0, time.time() - job.updated_at.ToNanoseconds() / 1e9))
 
     def _forward(self, work: _Work, output, per_item_s: float) -> _Sent:
@@ -384,7 +383,7 @@ class KafkaWorker:
             job.tenant,
             job.source.sha256,
             self.name,
-            work.key_basis,
+            work.prepared.key_basis,
             encode_outputs(self.spec, output),
         )
         job.timings.add(step=self.name, ms=per_item_s * 1000, queue_ms=queue_ms, worker=WORKER_ID)
@@ -448,7 +447,7 @@ class KafkaWorker:
         try:
             self.storage.put(bucket, path, payload, content_type)
             letter.raw_ref.CopyFrom(job_pb2.ImageRef(bucket=bucket, key=path, content_type=content_type,
-                                                     sha256=hashlib.sha256(payload).hexdigest()))
+                                                     sha256=sha256_hex(payload)))
         except StudiolineError as exc:  # the record stays at its offset until the topic's retention ends
             letter.reason = bounded(f"{letter.reason} [its {len(payload)} bytes were not kept: {exc}]")
         value = letter.SerializeToString()
